@@ -1,0 +1,389 @@
+//! Starting a money movement: validate, hold, record — in one transaction.
+//!
+//! `initiate` is the synchronous half of every deposit, withdrawal and
+//! transfer. It returns the transfer `PENDING`; a worker settles it later
+//! (see `settlement`). Idempotency is decided by the unique index on
+//! `(initiated_by, idempotency_key)`: the transfer row is inserted before the
+//! funds check, so a concurrent duplicate — even on another `api` process —
+//! blocks on that index until the original commits and then returns it.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use entity::{account, contact, transfer};
+
+use crate::account_number::AccountNumber;
+use crate::accounts::{self, available_minor, ensure_active};
+use crate::db::{begin_write, is_unique_violation, now};
+use crate::events::{BalanceChanged, LedgerEvent, TransferChanged};
+use crate::idempotency::{IdempotencyKey, request_fingerprint};
+use crate::money::{Amount, Currency, check_deposit_limit};
+use crate::page::{Page, PageRequest};
+use crate::{LedgerError, LedgerResult, Viewer};
+
+pub const PENDING: &str = "PENDING";
+pub const COMPLETED: &str = "COMPLETED";
+pub const FAILED: &str = "FAILED";
+
+pub const TRANSFER: &str = "TRANSFER";
+pub const DEPOSIT: &str = "DEPOSIT";
+pub const WITHDRAWAL: &str = "WITHDRAWAL";
+pub const BILL_PAYMENT: &str = "BILL_PAYMENT";
+pub const REVERSAL: &str = "REVERSAL";
+
+/// Where a transfer goes: exactly one of a typed number or a saved contact.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    Number(String),
+    Contact(Uuid),
+}
+
+impl Destination {
+    pub fn from_options(number: Option<String>, contact: Option<Uuid>) -> LedgerResult<Destination> {
+        match (number, contact) {
+            (Some(n), None) => Ok(Destination::Number(n)),
+            (None, Some(c)) => Ok(Destination::Contact(c)),
+            _ => Err(LedgerError::bad_input("give exactly one of toAccountNumber and toContactId")),
+        }
+    }
+}
+
+/// A money request as the client sent it.
+#[derive(Clone, Debug)]
+pub enum MoneyRequest {
+    Deposit { account_id: Uuid },
+    Withdraw { account_id: Uuid },
+    Transfer { from_account_id: Uuid, to: Destination, memo: Option<String> },
+}
+
+/// Policy switches that come from configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct MoneyPolicy {
+    pub email_verification_required: bool,
+}
+
+/// The outcome of `initiate`.
+#[derive(Clone, Debug)]
+pub struct Initiated {
+    pub transfer: transfer::Model,
+    /// False when an earlier request with the same key was returned.
+    pub created: bool,
+    /// To publish once the caller has handed the settlement job over.
+    pub events: Vec<LedgerEvent>,
+}
+
+/// Everything validated before the transaction starts.
+struct Plan {
+    kind: &'static str,
+    amount: Amount,
+    currency: Currency,
+    source: Option<account::Model>,
+    destination: Option<account::Model>,
+    memo: Option<String>,
+    fingerprint: String,
+}
+
+pub async fn initiate(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    policy: MoneyPolicy,
+    request: MoneyRequest,
+    amount: &str,
+    idempotency_key: &str,
+) -> LedgerResult<Initiated> {
+    let key = IdempotencyKey::parse(idempotency_key)?;
+    let plan = plan(db, viewer, request, amount).await?;
+
+    // A retry returns the original even if the world changed since (funds
+    // spent, account frozen): look for it before any business check.
+    if let Some(existing) = find_by_key(db, viewer.user_id, &key).await? {
+        return replay(existing, &plan.fingerprint);
+    }
+    check_business_rules(viewer, policy, &plan)?;
+
+    let txn = begin_write(db).await?;
+    let t = now();
+    let hold = if plan.source.is_some() { plan.amount.minor() } else { 0 };
+    let row = transfer::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        kind: Set(plan.kind.into()),
+        status: Set(PENDING.into()),
+        amount_minor: Set(plan.amount.minor()),
+        currency: Set(plan.currency.code().into()),
+        source_account_id: Set(plan.source.as_ref().map(|a| a.id)),
+        destination_account_id: Set(plan.destination.as_ref().map(|a| a.id)),
+        initiated_by: Set(viewer.user_id),
+        idempotency_key: Set(Some(key.as_str().to_owned())),
+        request_fingerprint: Set(Some(plan.fingerprint.clone())),
+        memo: Set(plan.memo.clone()),
+        failure_reason: Set(None),
+        hold_minor: Set(hold),
+        reversal_of: Set(None),
+        enqueued_at: Set(t),
+        created_at: Set(t),
+        settled_at: Set(None),
+    };
+    let inserted = match row.insert(&txn).await {
+        Ok(m) => m,
+        Err(e) if is_unique_violation(&e) => {
+            // Lost the race to a concurrent duplicate, which has committed by now.
+            drop(txn);
+            let existing = find_by_key(db, viewer.user_id, &key)
+                .await?
+                .ok_or_else(|| LedgerError::internal("idempotent original vanished"))?;
+            return replay(existing, &plan.fingerprint);
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let mut events = Vec::new();
+    if let Some(src) = &plan.source {
+        let src = place_hold(&txn, src.id, plan.amount).await?;
+        events.push(balance_event(&src, Some(inserted.id)));
+    }
+    txn.commit().await?;
+    events.push(transfer_event(&inserted, plan.source.as_ref(), plan.destination.as_ref()));
+    tracing::info!(transfer.id = %inserted.id, transfer.kind = plan.kind, amount_minor = plan.amount.minor(), "transfer accepted");
+    Ok(Initiated { transfer: inserted, created: true, events })
+}
+
+/// Locks the source, checks available funds and puts the amount on hold.
+async fn place_hold(txn: &impl ConnectionTrait, account_id: Uuid, amount: Amount) -> LedgerResult<account::Model> {
+    let src = account::Entity::find_by_id(account_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(LedgerError::NotFound("account"))?;
+    ensure_active(&src)?;
+    if available_minor(&src) < amount.minor() {
+        return Err(LedgerError::InsufficientFunds);
+    }
+    let held = src.held_minor + amount.minor();
+    let version = src.version + 1;
+    let mut am: account::ActiveModel = src.into();
+    am.held_minor = Set(held);
+    am.version = Set(version);
+    am.updated_at = Set(now());
+    Ok(am.update(txn).await?)
+}
+
+fn replay(existing: transfer::Model, fingerprint: &str) -> LedgerResult<Initiated> {
+    if existing.request_fingerprint.as_deref() != Some(fingerprint) {
+        return Err(LedgerError::IdempotencyConflict);
+    }
+    Ok(Initiated { transfer: existing, created: false, events: Vec::new() })
+}
+
+async fn find_by_key(db: &impl ConnectionTrait, user_id: Uuid, key: &IdempotencyKey) -> LedgerResult<Option<transfer::Model>> {
+    Ok(transfer::Entity::find()
+        .filter(transfer::Column::InitiatedBy.eq(user_id))
+        .filter(transfer::Column::IdempotencyKey.eq(key.as_str()))
+        .one(db)
+        .await?)
+}
+
+/// Parses and resolves the request; nothing here depends on balances.
+async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, amount: &str) -> LedgerResult<Plan> {
+    match request {
+        MoneyRequest::Deposit { account_id } => {
+            let acc = accounts::get_for_viewer(db, viewer, account_id).await?;
+            let currency = Currency::parse(&acc.currency)?;
+            let amount = Amount::parse(amount, currency)?;
+            let fingerprint = request_fingerprint(&[DEPOSIT, &acc.id.to_string(), &amount.minor().to_string()]);
+            Ok(Plan { kind: DEPOSIT, amount, currency, source: None, destination: Some(acc), memo: None, fingerprint })
+        }
+        MoneyRequest::Withdraw { account_id } => {
+            let acc = accounts::get_for_viewer(db, viewer, account_id).await?;
+            let currency = Currency::parse(&acc.currency)?;
+            let amount = Amount::parse(amount, currency)?;
+            let fingerprint = request_fingerprint(&[WITHDRAWAL, &acc.id.to_string(), &amount.minor().to_string()]);
+            Ok(Plan { kind: WITHDRAWAL, amount, currency, source: Some(acc), destination: None, memo: None, fingerprint })
+        }
+        MoneyRequest::Transfer { from_account_id, to, memo } => {
+            let src = accounts::get_for_viewer(db, viewer, from_account_id).await?;
+            let currency = Currency::parse(&src.currency)?;
+            let amount = Amount::parse(amount, currency)?;
+            let memo = match memo.map(|m| m.trim().to_owned()) {
+                Some(m) if m.chars().count() > 140 => return Err(LedgerError::bad_input("memo is at most 140 characters")),
+                Some(m) if m.is_empty() => None,
+                m => m,
+            };
+            let number = match to {
+                Destination::Number(n) => AccountNumber::parse(&n)?,
+                Destination::Contact(id) => {
+                    let c = contact::Entity::find_by_id(id)
+                        .filter(contact::Column::OwnerId.eq(viewer.user_id))
+                        .one(db)
+                        .await?
+                        .ok_or(LedgerError::NotFound("contact"))?;
+                    AccountNumber::parse(&c.account_number)?
+                }
+            };
+            let dst = accounts::find_by_number(db, &number).await?;
+            if dst.id == src.id {
+                return Err(LedgerError::bad_input("source and destination must be different accounts"));
+            }
+            let fingerprint = request_fingerprint(&[
+                TRANSFER,
+                &src.id.to_string(),
+                &dst.id.to_string(),
+                &amount.minor().to_string(),
+                memo.as_deref().unwrap_or(""),
+            ]);
+            Ok(Plan { kind: TRANSFER, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint })
+        }
+    }
+}
+
+/// The rules a new request must pass (balances are checked under lock later).
+fn check_business_rules(viewer: &Viewer, policy: MoneyPolicy, plan: &Plan) -> LedgerResult<()> {
+    if plan.kind == DEPOSIT {
+        check_deposit_limit(plan.amount, plan.currency)?;
+    }
+    if plan.source.is_some() && policy.email_verification_required && !viewer.email_verified && !viewer.is_admin() {
+        return Err(LedgerError::EmailNotVerified);
+    }
+    if let Some(src) = &plan.source {
+        ensure_active(src)?;
+    }
+    if let Some(dst) = &plan.destination {
+        ensure_active(dst)?;
+        if dst.currency != plan.currency.code() {
+            return Err(LedgerError::CurrencyMismatch);
+        }
+    }
+    Ok(())
+}
+
+pub fn balance_event(a: &account::Model, transfer_id: Option<Uuid>) -> LedgerEvent {
+    LedgerEvent::Balance(BalanceChanged {
+        account_id: a.id,
+        owner_id: a.owner_id,
+        currency: a.currency.clone(),
+        balance_minor: a.balance_minor,
+        available_minor: available_minor(a),
+        transfer_id,
+        version: a.version,
+        at: a.updated_at,
+    })
+}
+
+pub fn transfer_event(t: &transfer::Model, src: Option<&account::Model>, dst: Option<&account::Model>) -> LedgerEvent {
+    let mut party_user_ids: Vec<Uuid> = [src, dst].into_iter().flatten().filter_map(|a| a.owner_id).collect();
+    party_user_ids.push(t.initiated_by);
+    party_user_ids.sort();
+    party_user_ids.dedup();
+    LedgerEvent::Transfer(TransferChanged {
+        transfer_id: t.id,
+        party_user_ids,
+        account_ids: [t.source_account_id, t.destination_account_id].into_iter().flatten().collect(),
+    })
+}
+
+/// Whether the viewer may see this transfer: admins, the initiator, or an
+/// owner of either side.
+pub async fn get_for_viewer(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> LedgerResult<transfer::Model> {
+    let t = transfer::Entity::find_by_id(id).one(db).await?.ok_or(LedgerError::NotFound("transfer"))?;
+    if viewer.is_admin() || t.initiated_by == viewer.user_id {
+        return Ok(t);
+    }
+    let ids: Vec<Uuid> = [t.source_account_id, t.destination_account_id].into_iter().flatten().collect();
+    let owned = account::Entity::find()
+        .filter(account::Column::Id.is_in(ids))
+        .filter(account::Column::OwnerId.eq(viewer.user_id))
+        .count(db)
+        .await?;
+    if owned > 0 { Ok(t) } else { Err(LedgerError::NotFound("transfer")) }
+}
+
+/// Filters of the transfer lists.
+#[derive(Clone, Debug, Default)]
+pub struct TransferFilter {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// Transfers touching the given accounts (None: every transfer, for admins).
+pub async fn list(
+    db: &impl ConnectionTrait,
+    account_ids: Option<Vec<Uuid>>,
+    filter: &TransferFilter,
+    page: PageRequest,
+) -> LedgerResult<Page<transfer::Model>> {
+    let mut q = transfer::Entity::find();
+    if let Some(ids) = account_ids {
+        q = q.filter(
+            Condition::any()
+                .add(transfer::Column::SourceAccountId.is_in(ids.clone()))
+                .add(transfer::Column::DestinationAccountId.is_in(ids)),
+        );
+    }
+    if let Some(s) = &filter.status {
+        q = q.filter(transfer::Column::Status.eq(s.as_str()));
+    }
+    if let Some(k) = &filter.kind {
+        q = q.filter(transfer::Column::Kind.eq(k.as_str()));
+    }
+    let total_count = q.clone().count(db).await?;
+    if let Some(c) = page.after {
+        q = q.filter(
+            Condition::any().add(transfer::Column::CreatedAt.lt(c.created_at)).add(
+                Condition::all()
+                    .add(transfer::Column::CreatedAt.eq(c.created_at))
+                    .add(transfer::Column::Id.lt(c.id)),
+            ),
+        );
+    }
+    let mut items = q
+        .order_by_desc(transfer::Column::CreatedAt)
+        .order_by_desc(transfer::Column::Id)
+        .limit(page.first + 1)
+        .all(db)
+        .await?;
+    let has_next_page = items.len() as u64 > page.first;
+    items.truncate(page.first as usize);
+    Ok(Page { items, has_next_page, total_count })
+}
+
+/// The ids of the viewer's own accounts, for "the viewer's transfers".
+pub async fn owned_account_ids(db: &impl ConnectionTrait, user_id: Uuid) -> LedgerResult<Vec<Uuid>> {
+    Ok(account::Entity::find()
+        .filter(account::Column::OwnerId.eq(user_id))
+        .select_only()
+        .column(account::Column::Id)
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await?)
+}
+
+/// Transfers still PENDING whose job was last handed over before `before`;
+/// marks them as handed over again so concurrent sweeps don't double up.
+pub async fn claim_stale_pending(
+    db: &DatabaseConnection,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> LedgerResult<Vec<Uuid>> {
+    let txn = db.begin().await?;
+    let ids: Vec<Uuid> = transfer::Entity::find()
+        .filter(transfer::Column::Status.eq(PENDING))
+        .filter(transfer::Column::EnqueuedAt.lt(before))
+        .select_only()
+        .column(transfer::Column::Id)
+        .order_by_asc(transfer::Column::EnqueuedAt)
+        .limit(limit)
+        .into_tuple::<Uuid>()
+        .all(&txn)
+        .await?;
+    if !ids.is_empty() {
+        transfer::Entity::update_many()
+            .col_expr(transfer::Column::EnqueuedAt, sea_orm::sea_query::Expr::value(now()))
+            .filter(transfer::Column::Id.is_in(ids.clone()))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(ids)
+}
