@@ -17,3 +17,21 @@ impl MigratorTrait for Migrator {
         vec![Box::new(m0001_foundation::Migration)]
     }
 }
+
+/// Brings the schema up to date; safe when several processes start at once.
+///
+/// On PostgreSQL the migrations run inside one transaction holding an
+/// advisory lock, so a second process waits and then finds nothing to do.
+/// On SQLite the database file is local to one process group and the
+/// migrations' `IF NOT EXISTS` clauses make a repeat harmless.
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    if db.get_database_backend() == DbBackend::Postgres {
+        let txn = db.begin().await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7242019001)").await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    } else {
+        Migrator::up(db, None).await
+    }
+}

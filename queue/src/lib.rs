@@ -1,1 +1,20 @@
+//! The transport between processes: apalis job queues and the live-event bus.
+//!
+//! Everything apalis-specific lives here so that the workarounds its 1.0
+//! release needs (a poll strategy that really polls, unique worker names,
+//! short heartbeats for orphan recovery, a one-time SQLite setup) are in one
+//! place. Two backends behind one interface: Redis (`REDIS_URL` set; queues
+//! via apalis-redis, events via Redis pub/sub so every `api` process sees
+//! every worker's settlements) and embedded (apalis-sqlite in the main
+//! database file; events over an in-process broadcast).
+//!
+//! Depends on `ledger` for job payloads and event types; knows nothing of
+//! HTTP or GraphQL.
 
+mod events;
+mod poll;
+mod queues;
+
+pub use events::EventBus;
+pub use poll::Tick;
+pub use queues::{QueueError, Queues, SETTLEMENT_QUEUE, EMAIL_QUEUE, worker_name};

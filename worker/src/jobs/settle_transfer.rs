@@ -1,0 +1,29 @@
+//! Settles one transfer: posts it to the ledger or fails it, then publishes.
+
+use std::sync::Arc;
+
+use apalis::prelude::{BoxDynError, Data};
+use ledger::jobs::SettleTransfer;
+use tracing::Instrument;
+
+use crate::Jobs;
+
+pub async fn handle(job: SettleTransfer, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("settle_transfer", transfer.id = %job.transfer_id);
+    async move {
+        match ledger::settlement::settle(&jobs.db, job.transfer_id).await {
+            Ok((_, events)) => {
+                jobs.events.publish(events).await;
+                Ok(())
+            }
+            Err(e) => {
+                // Infrastructure trouble (database restarting): let apalis
+                // retry; the recovery sweep is the backstop if retries run out.
+                tracing::warn!(error = %e, "settlement attempt failed");
+                Err(Box::new(e) as BoxDynError)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
