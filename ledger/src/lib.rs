@@ -13,7 +13,9 @@
 
 pub mod account_number;
 pub mod accounts;
+pub mod admin;
 pub mod auth;
+pub mod contacts;
 pub mod db;
 pub mod email;
 pub mod error;

@@ -45,3 +45,30 @@ pub async fn record(
     .await?;
     Ok((res > 0).then_some(id))
 }
+
+/// The user's notifications, newest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    page: crate::page::PageRequest,
+) -> LedgerResult<crate::page::Page<notification::Model>> {
+    use sea_orm::{ColumnTrait, Condition, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+    let mut q = notification::Entity::find().filter(notification::Column::UserId.eq(user_id));
+    let total_count = q.clone().count(db).await?;
+    if let Some(c) = page.after {
+        q = q.filter(
+            Condition::any().add(notification::Column::CreatedAt.lt(c.created_at)).add(
+                Condition::all().add(notification::Column::CreatedAt.eq(c.created_at)).add(notification::Column::Id.lt(c.id)),
+            ),
+        );
+    }
+    let mut items = q
+        .order_by_desc(notification::Column::CreatedAt)
+        .order_by_desc(notification::Column::Id)
+        .limit(page.first + 1)
+        .all(db)
+        .await?;
+    let has_next_page = items.len() as u64 > page.first;
+    items.truncate(page.first as usize);
+    Ok(crate::page::Page { items, has_next_page, total_count })
+}

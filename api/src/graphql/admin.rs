@@ -1,0 +1,134 @@
+//! Operations for administrators. Every resolver starts with `admin(ctx)?`.
+
+use async_graphql::{Context, ID, Object};
+use entity::audit_entry;
+use ledger::page::{Cursor, PageRequest};
+use ledger::transfers::TransferFilter;
+
+use super::accounts::{Account, AccountKind, AccountStatus};
+use super::scalars::{DateTime, Decimal};
+use super::transfers::{Transfer, TransferKind, TransferStatus, TrialBalanceLine};
+use super::users::{Role, User};
+use super::{Conn, Gql, admin, connection, parse_id, state};
+
+pub struct AuditEntry(audit_entry::Model);
+
+#[Object]
+impl AuditEntry {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        ctx.data_unchecked::<super::loaders::Users>()
+            .load_one(self.0.actor_id)
+            .await?
+            .map(User)
+            .ok_or_else(|| super::errors::to_gql(ledger::LedgerError::NotFound("user")))
+    }
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+    async fn target_id(&self) -> Option<ID> {
+        self.0.target_id.map(|t| ID(t.to_string()))
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+}
+
+#[derive(Default)]
+pub struct AdminQueries;
+
+#[Object]
+impl AdminQueries {
+    /// ADMIN. Users, searched by email or name.
+    async fn users(&self, ctx: &Context<'_>, search: Option<String>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<User>> {
+        admin(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let rows = ledger::admin::users(&state(ctx).db, search.as_deref(), page).await.gql()?;
+        Ok(connection(rows, page.after.is_some(), |u| Cursor { created_at: u.created_at, id: u.id }, User))
+    }
+
+    /// ADMIN. Every customer account.
+    async fn all_accounts(&self, ctx: &Context<'_>, status: Option<AccountStatus>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
+        admin(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let rows = ledger::accounts::list(&state(ctx).db, None, status.map(|s| s.as_str()), page).await.gql()?;
+        Ok(connection(rows, page.after.is_some(), |a| Cursor { created_at: a.created_at, id: a.id }, Account))
+    }
+
+    /// ADMIN. Every transfer.
+    async fn all_transfers(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<TransferStatus>,
+        kind: Option<TransferKind>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<Transfer>> {
+        admin(ctx)?;
+        let filter = TransferFilter { status: status.map(|s| s.as_str().into()), kind: kind.map(|k| k.as_str().into()) };
+        super::transfers::list(ctx, None, filter, first, after).await
+    }
+
+    /// ADMIN. Who did what, newest first.
+    async fn audit_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<AuditEntry>> {
+        admin(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let rows = ledger::admin::audit_log(&state(ctx).db, page).await.gql()?;
+        Ok(connection(rows, page.after.is_some(), |a| Cursor { created_at: a.created_at, id: a.id }, AuditEntry))
+    }
+
+    /// ADMIN. One line per currency in use; `net` is always zero.
+    async fn trial_balance(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TrialBalanceLine>> {
+        admin(ctx)?;
+        let lines = ledger::settlement::trial_balance(&state(ctx).db).await.gql()?;
+        Ok(lines
+            .into_iter()
+            .map(|l| TrialBalanceLine {
+                customer_total: Decimal::format(l.customer_total_minor, &l.currency),
+                system_total: Decimal::format(l.system_total_minor, &l.currency),
+                net: Decimal::format(l.customer_total_minor + l.system_total_minor, &l.currency),
+                currency: l.currency,
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AdminMutations;
+
+#[Object]
+impl AdminMutations {
+    /// ADMIN. A frozen account can neither send nor receive.
+    async fn freeze_account(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Account> {
+        let v = admin(ctx)?;
+        let id = parse_id(&id, "account")?;
+        Ok(Account(ledger::admin::freeze(&state(ctx).db, &v, id, &reason).await.gql()?))
+    }
+
+    /// ADMIN.
+    async fn unfreeze_account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
+        let v = admin(ctx)?;
+        let id = parse_id(&id, "account")?;
+        Ok(Account(ledger::admin::unfreeze(&state(ctx).db, &v, id).await.gql()?))
+    }
+
+    /// ADMIN.
+    async fn change_account_kind(&self, ctx: &Context<'_>, id: ID, kind: AccountKind) -> async_graphql::Result<Account> {
+        let v = admin(ctx)?;
+        let id = parse_id(&id, "account")?;
+        Ok(Account(ledger::admin::change_kind(&state(ctx).db, &v, id, kind.as_str()).await.gql()?))
+    }
+
+    /// ADMIN. The last administrator cannot be demoted.
+    async fn set_user_role(&self, ctx: &Context<'_>, user_id: ID, role: Role) -> async_graphql::Result<User> {
+        let v = admin(ctx)?;
+        let id = parse_id(&user_id, "user")?;
+        let role = if role == Role::Admin { ledger::Role::Admin } else { ledger::Role::Customer };
+        Ok(User(ledger::admin::set_role(&state(ctx).db, &v, id, role).await.gql()?))
+    }
+}

@@ -1,0 +1,118 @@
+//! Live views over the event bus: balances, transfers, notifications.
+//!
+//! Events are published only after the commit that made them true. Each
+//! subscription re-checks ownership once at the start and then filters the
+//! process-wide broadcast; rows are re-read from the database so a client
+//! always sees committed state.
+
+use async_graphql::{Context, ID, SimpleObject, Subscription};
+use futures::{Stream, StreamExt};
+use ledger::events::LedgerEvent;
+use tokio::sync::broadcast;
+
+use super::notifications::Notification;
+use super::scalars::{DateTime, Decimal};
+use super::transfers::Transfer;
+use super::{Gql, parse_id, state, viewer};
+
+#[derive(SimpleObject, Clone)]
+pub struct BalanceUpdate {
+    account_id: ID,
+    balance: Decimal,
+    available_balance: Decimal,
+    transfer_id: Option<ID>,
+    at: DateTime,
+    /// Per account, strictly increasing with every change.
+    version: i32,
+}
+
+/// The process's event stream; a lagging subscriber skips what it missed
+/// (it can re-query) rather than holding memory for it.
+fn events(rx: broadcast::Receiver<LedgerEvent>) -> impl Stream<Item = LedgerEvent> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "subscriber lagged; events skipped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Owner or admin; one event per change of balance or availableBalance.
+    async fn balance_changed(&self, ctx: &Context<'_>, account_id: ID) -> async_graphql::Result<impl Stream<Item = BalanceUpdate>> {
+        let v = viewer(ctx)?;
+        let s = state(ctx);
+        let id = parse_id(&account_id, "account")?;
+        ledger::accounts::get_for_viewer(&s.db, &v, id).await.gql()?;
+        let rx = s.events.subscribe();
+        Ok(events(rx).filter_map(move |ev| async move {
+            match ev {
+                LedgerEvent::Balance(b) if b.account_id == id => Some(BalanceUpdate {
+                    account_id: ID(b.account_id.to_string()),
+                    balance: Decimal::format(b.balance_minor, &b.currency),
+                    available_balance: Decimal::format(b.available_minor, &b.currency),
+                    transfer_id: b.transfer_id.map(|t| ID(t.to_string())),
+                    at: DateTime(b.at),
+                    version: b.version.min(i32::MAX as i64) as i32,
+                }),
+                _ => None,
+            }
+        }))
+    }
+
+    /// The viewer's transfers (one account, or all of them) as they change.
+    async fn transfer_updated(&self, ctx: &Context<'_>, account_id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Transfer>> {
+        let v = viewer(ctx)?;
+        let s = state(ctx).clone();
+        let account = match account_id {
+            Some(id) => {
+                let id = parse_id(&id, "account")?;
+                Some(ledger::accounts::get_for_viewer(&s.db, &v, id).await.gql()?.id)
+            }
+            None => None,
+        };
+        let rx = s.events.subscribe();
+        Ok(events(rx).filter_map(move |ev| {
+            let s = s.clone();
+            let v = v.clone();
+            async move {
+                let LedgerEvent::Transfer(t) = ev else { return None };
+                let mine = t.party_user_ids.contains(&v.user_id);
+                let matches = match account {
+                    Some(a) => t.account_ids.contains(&a),
+                    None => mine,
+                };
+                if !matches {
+                    return None;
+                }
+                ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id).await.ok().map(Transfer)
+            }
+        }))
+    }
+
+    /// New notifications of the viewer.
+    async fn notification_received(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Notification>> {
+        let v = viewer(ctx)?;
+        let s = state(ctx).clone();
+        let rx = s.events.subscribe();
+        Ok(events(rx).filter_map(move |ev| {
+            let s = s.clone();
+            async move {
+                let LedgerEvent::Notification { user_id, notification_id } = ev else { return None };
+                if user_id != v.user_id {
+                    return None;
+                }
+                use sea_orm::EntityTrait;
+                entity::notification::Entity::find_by_id(notification_id).one(&s.db).await.ok().flatten().map(Notification)
+            }
+        }))
+    }
+}

@@ -1,0 +1,293 @@
+//! Money movement: deposit, withdraw, transfer, and the Transfer type.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use entity::transfer;
+use ledger::jobs::SettleTransfer;
+use ledger::page::{Cursor, PageRequest};
+use ledger::transfers::{Destination, MoneyRequest, TransferFilter};
+use uuid::Uuid;
+
+use super::accounts::Account;
+use super::scalars::{DateTime, Decimal};
+use super::{Conn, Gql, connection, parse_id, state, viewer};
+use crate::app::AppState;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum TransferKind {
+    Transfer,
+    Deposit,
+    Withdrawal,
+    BillPayment,
+    Reversal,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Transfer => "TRANSFER",
+            TransferKind::Deposit => "DEPOSIT",
+            TransferKind::Withdrawal => "WITHDRAWAL",
+            TransferKind::BillPayment => "BILL_PAYMENT",
+            TransferKind::Reversal => "REVERSAL",
+        }
+    }
+    fn from_str(s: &str) -> TransferKind {
+        match s {
+            "DEPOSIT" => TransferKind::Deposit,
+            "WITHDRAWAL" => TransferKind::Withdrawal,
+            "BILL_PAYMENT" => TransferKind::BillPayment,
+            "REVERSAL" => TransferKind::Reversal,
+            _ => TransferKind::Transfer,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum TransferStatus {
+    Pending,
+    Completed,
+    Failed,
+}
+
+impl TransferStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Pending => "PENDING",
+            TransferStatus::Completed => "COMPLETED",
+            TransferStatus::Failed => "FAILED",
+        }
+    }
+    fn from_str(s: &str) -> TransferStatus {
+        match s {
+            "COMPLETED" => TransferStatus::Completed,
+            "FAILED" => TransferStatus::Failed,
+            _ => TransferStatus::Pending,
+        }
+    }
+}
+
+pub struct Transfer(pub transfer::Model);
+
+/// One side of a transfer as the viewer may see it.
+pub struct Party {
+    account: entity::account::Model,
+    holder_name: String,
+    visible: bool,
+}
+
+#[Object]
+impl Party {
+    async fn account_number(&self) -> &str {
+        &self.account.number
+    }
+    async fn holder_name(&self) -> &str {
+        &self.holder_name
+    }
+    /// Null unless the viewer owns that account or is an admin.
+    async fn account(&self) -> Option<Account> {
+        self.visible.then(|| Account(self.account.clone()))
+    }
+}
+
+async fn party(ctx: &Context<'_>, account_id: Option<Uuid>) -> async_graphql::Result<Option<Party>> {
+    let Some(id) = account_id else { return Ok(None) };
+    let Some(account) = ctx.data_unchecked::<super::loaders::Accounts>().load_one(id).await? else {
+        return Ok(None);
+    };
+    let holder_name = match account.owner_id {
+        Some(owner) => ctx
+            .data_unchecked::<super::loaders::Users>()
+            .load_one(owner)
+            .await?
+            .map(|u| u.full_name)
+            .unwrap_or_default(),
+        None => "corebank".into(),
+    };
+    let v = viewer(ctx)?;
+    let visible = v.is_admin() || account.owner_id == Some(v.user_id);
+    Ok(Some(Party { account, holder_name, visible }))
+}
+
+#[Object]
+impl Transfer {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn kind(&self) -> TransferKind {
+        TransferKind::from_str(&self.0.kind)
+    }
+    async fn status(&self) -> TransferStatus {
+        TransferStatus::from_str(&self.0.status)
+    }
+    async fn amount(&self) -> Decimal {
+        Decimal::format(self.0.amount_minor, &self.0.currency)
+    }
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+    /// Null for DEPOSIT.
+    async fn source(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Party>> {
+        party(ctx, self.0.source_account_id).await
+    }
+    /// Null for WITHDRAWAL.
+    async fn destination(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Party>> {
+        party(ctx, self.0.destination_account_id).await
+    }
+    async fn memo(&self) -> Option<&str> {
+        self.0.memo.as_deref()
+    }
+    async fn failure_reason(&self) -> Option<&str> {
+        self.0.failure_reason.as_deref()
+    }
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+    async fn settled_at(&self) -> Option<DateTime> {
+        self.0.settled_at.map(DateTime)
+    }
+}
+
+/// Lists transfers over the given accounts (None: all, for admins).
+pub async fn list(
+    ctx: &Context<'_>,
+    account_ids: Option<Vec<Uuid>>,
+    filter: TransferFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Conn<Transfer>> {
+    let page = PageRequest::parse(first, after.as_deref()).gql()?;
+    let rows = ledger::transfers::list(&state(ctx).db, account_ids, &filter, page).await.gql()?;
+    Ok(connection(rows, page.after.is_some(), |t| Cursor { created_at: t.created_at, id: t.id }, Transfer))
+}
+
+#[derive(InputObject)]
+pub struct DepositInput {
+    account_id: ID,
+    amount: Decimal,
+    idempotency_key: String,
+}
+
+#[derive(InputObject)]
+pub struct WithdrawInput {
+    account_id: ID,
+    amount: Decimal,
+    idempotency_key: String,
+}
+
+#[derive(InputObject)]
+pub struct TransferInput {
+    from_account_id: ID,
+    /// Exactly one of toAccountNumber and toContactId.
+    to_account_number: Option<String>,
+    to_contact_id: Option<ID>,
+    amount: Decimal,
+    memo: Option<String>,
+    idempotency_key: String,
+}
+
+#[derive(Default)]
+pub struct TransferQueries;
+
+#[Object]
+impl TransferQueries {
+    /// Visible to either party's owner and to admins; NOT_FOUND otherwise.
+    async fn transfer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Transfer> {
+        let v = viewer(ctx)?;
+        let id = parse_id(&id, "transfer")?;
+        Ok(Transfer(ledger::transfers::get_for_viewer(&state(ctx).db, &v, id).await.gql()?))
+    }
+
+    /// The viewer's transfers in both directions, newest first.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfers(
+        &self,
+        ctx: &Context<'_>,
+        account_id: Option<ID>,
+        status: Option<TransferStatus>,
+        kind: Option<TransferKind>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<Transfer>> {
+        let v = viewer(ctx)?;
+        let db = &state(ctx).db;
+        let ids = match account_id {
+            Some(id) => {
+                let id = parse_id(&id, "account")?;
+                vec![ledger::accounts::get_for_viewer(db, &v, id).await.gql()?.id]
+            }
+            None => ledger::transfers::owned_account_ids(db, v.user_id).await.gql()?,
+        };
+        let filter = TransferFilter { status: status.map(|s| s.as_str().into()), kind: kind.map(|k| k.as_str().into()) };
+        list(ctx, Some(ids), filter, first, after).await
+    }
+}
+
+/// After the commit: hand the transfer to the settlement queue and publish.
+/// A failed push is not an error for the client: the transfer is accepted
+/// and the recovery sweep will enqueue it.
+pub async fn hand_over(s: &AppState, initiated: ledger::transfers::Initiated) -> Transfer {
+    if initiated.created {
+        if let Err(e) = s.queues.push_settlement(SettleTransfer { transfer_id: initiated.transfer.id }).await {
+            tracing::warn!(transfer.id = %initiated.transfer.id, error = %e, "settlement push failed; recovery sweep will retry");
+        }
+        s.events.publish(initiated.events).await;
+    }
+    Transfer(initiated.transfer)
+}
+
+#[derive(Default)]
+pub struct TransferMutations;
+
+#[Object]
+impl TransferMutations {
+    /// Simulated cash deposit into one of the viewer's accounts; PENDING until settled.
+    async fn deposit(&self, ctx: &Context<'_>, input: DepositInput) -> async_graphql::Result<Transfer> {
+        let v = viewer(ctx)?;
+        let s = state(ctx);
+        let account_id = parse_id(&input.account_id, "account")?;
+        let i = ledger::transfers::initiate(&s.db, &v, s.money, MoneyRequest::Deposit { account_id }, &input.amount.0, &input.idempotency_key)
+            .await
+            .gql()?;
+        Ok(hand_over(s, i).await)
+    }
+
+    /// Simulated cash withdrawal; the amount is held at once.
+    async fn withdraw(&self, ctx: &Context<'_>, input: WithdrawInput) -> async_graphql::Result<Transfer> {
+        let v = viewer(ctx)?;
+        let s = state(ctx);
+        let account_id = parse_id(&input.account_id, "account")?;
+        let i = ledger::transfers::initiate(&s.db, &v, s.money, MoneyRequest::Withdraw { account_id }, &input.amount.0, &input.idempotency_key)
+            .await
+            .gql()?;
+        Ok(hand_over(s, i).await)
+    }
+
+    /// Sends money to another account of the same currency.
+    async fn transfer(&self, ctx: &Context<'_>, input: TransferInput) -> async_graphql::Result<Transfer> {
+        let v = viewer(ctx)?;
+        let s = state(ctx);
+        let from_account_id = parse_id(&input.from_account_id, "account")?;
+        let contact = match &input.to_contact_id {
+            Some(id) => Some(parse_id(id, "contact")?),
+            None => None,
+        };
+        let to = Destination::from_options(input.to_account_number.clone(), contact).gql()?;
+        let req = MoneyRequest::Transfer { from_account_id, to, memo: input.memo.clone() };
+        let i = ledger::transfers::initiate(&s.db, &v, s.money, req, &input.amount.0, &input.idempotency_key).await.gql()?;
+        Ok(hand_over(s, i).await)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TrialBalanceLine {
+    pub currency: String,
+    /// Sum of all customer account balances.
+    pub customer_total: Decimal,
+    /// Sum of all system account balances.
+    pub system_total: Decimal,
+    /// customerTotal + systemTotal: always zero.
+    pub net: Decimal,
+}

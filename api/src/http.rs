@@ -1,0 +1,168 @@
+//! Routes: GraphQL over HTTP and WebSocket, GraphiQL, health, metrics.
+
+use std::sync::atomic::Ordering;
+
+use async_graphql::Data;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::AppState;
+use crate::graphql::{Auth, errors::assign_codes, loaders};
+
+/// Largest request body accepted; real GraphQL documents are far smaller.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(graphiql))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/assets/graphiql/{file}", get(asset))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn authenticate(state: &AppState, authorization: Option<&str>) -> Auth {
+    let Some(raw) = authorization else { return Auth::Anonymous };
+    let Some(token) = raw.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
+        return Auth::Invalid("Authorization must be `Bearer <accessToken>`".into());
+    };
+    match ledger::auth::authenticate(&state.db, &state.keys, token).await {
+        Ok(v) => Auth::Viewer(v),
+        Err(e) => {
+            if let ledger::LedgerError::Internal(cause) = &e {
+                tracing::error!(error = %cause, "authentication failed internally");
+            }
+            Auth::Invalid("invalid or expired access token".into())
+        }
+    }
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // Only JSON: text/plain and form bodies are how cross-site requests sneak in.
+    if !content_type.starts_with("application/json") && !content_type.starts_with("application/graphql-response+json") {
+        return error_body(StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_USER_INPUT", "Content-Type must be application/json");
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "request body is not valid JSON"),
+    };
+    if value.is_array() {
+        return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "batched requests are not supported");
+    }
+    let request: async_graphql::Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(_) => {
+            return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "request must be {\"query\": ..., \"variables\": {...}}");
+        }
+    };
+    let document_parses = async_graphql::parser::parse_query(&request.query).is_ok();
+    let auth = authenticate(&state, headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
+    let (accounts, users) = loaders::for_request(&state.db);
+    let request = request.data(state.clone()).data(auth).data(accounts).data(users);
+    let mut response = state.schema.execute(request).await;
+    assign_codes(&mut response.errors, document_parses);
+    let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn graphql_get(headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        graphiql().await.into_response()
+    } else {
+        // Queries over GET would put tokens and inputs in URLs and logs.
+        error_body(StatusCode::METHOD_NOT_ALLOWED, "BAD_USER_INPUT", "use POST /graphql with a JSON body")
+    }
+}
+
+async fn graphql_ws(State(state): State<AppState>, protocol: GraphQLProtocol, ws: WebSocketUpgrade) -> Response {
+    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let schema = state.schema.clone();
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let authorization = payload
+                        .get("Authorization")
+                        .or_else(|| payload.get("authorization"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned);
+                    let auth = authenticate(&state, authorization.as_deref()).await;
+                    match auth {
+                        Auth::Viewer(_) => {}
+                        Auth::Anonymous => return Err("connection_init needs {\"Authorization\": \"Bearer <accessToken>\"}".into()),
+                        Auth::Invalid(msg) => return Err(msg.into()),
+                    }
+                    let (accounts, users) = loaders::for_request(&state.db);
+                    let mut data = Data::default();
+                    data.insert(state.clone());
+                    data.insert(auth);
+                    data.insert(accounts);
+                    data.insert(users);
+                    Ok(data)
+                })
+                .keepalive_timeout(std::time::Duration::from_secs(30))
+                .serve()
+        })
+}
+
+const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql/index.html");
+
+async fn graphiql() -> Html<&'static str> {
+    Html(GRAPHIQL_HTML)
+}
+
+/// GraphiQL's pinned assets, compiled into the binary: the playground works
+/// offline and loads nothing from a CDN.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
+        "graphiql.min.js" => (include_bytes!("../assets/graphiql/graphiql.min.js"), "text/javascript"),
+        "graphiql.min.css" => (include_bytes!("../assets/graphiql/graphiql.min.css"), "text/css"),
+        "react.production.min.js" => (include_bytes!("../assets/graphiql/react.production.min.js"), "text/javascript"),
+        "react-dom.production.min.js" => (include_bytes!("../assets/graphiql/react-dom.production.min.js"), "text/javascript"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    r
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db_ok = matches!(tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await, Ok(Ok(())));
+    let queue_ok = state.queues.ping().await;
+    let body = serde_json::json!({"database": db_ok, "queue": queue_ok}).to_string();
+    let status = if db_ok && queue_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics() -> Response {
+    let statements = worker::process::DB_STATEMENTS.load(Ordering::Relaxed);
+    let body = format!(
+        "# HELP corebank_db_statements_total SQL statements sent by this process.\n\
+         # TYPE corebank_db_statements_total counter\n\
+         corebank_db_statements_total {statements}\n\
+         # HELP corebank_up 1 while the process serves.\n\
+         # TYPE corebank_up gauge\n\
+         corebank_up 1\n"
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
