@@ -23,7 +23,14 @@ pub struct AppState {
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let db = worker::process::connect_database(&config.database_url).await?;
+    let db = worker::process::connect_database(&config.database_url, &worker::process::API_DB_STATEMENTS).await?;
+    // In-process workers get their own pool: a burst of settlements cannot
+    // starve requests of connections, and statements are counted apart.
+    let worker_db = if config.with_worker {
+        Some(worker::process::connect_database(&config.database_url, &worker::process::WORKER_DB_STATEMENTS).await?)
+    } else {
+        None
+    };
     let (queues, events) = match &config.redis_url {
         Some(url) => (
             Queues::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
@@ -31,7 +38,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         ),
         None => {
             let pool = if config.is_sqlite() {
-                db.get_sqlite_connection_pool().clone()
+                worker_db.as_ref().unwrap_or(&db).get_sqlite_connection_pool().clone()
             } else {
                 // PostgreSQL without Redis: keep the embedded queue in a
                 // SQLite file beside the process.
@@ -84,7 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let workers = if config.with_worker {
+    let workers = if let Some(db) = worker_db {
         let jobs = Arc::new(worker::Jobs { db, queues, events });
         Some(tokio::spawn(worker::run(jobs, stopped(stop_rx.clone()))))
     } else {

@@ -155,11 +155,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics() -> Response {
-    let statements = worker::process::DB_STATEMENTS.load(Ordering::Relaxed);
+    let statements = worker::process::API_DB_STATEMENTS.load(Ordering::Relaxed);
+    let worker_statements = worker::process::WORKER_DB_STATEMENTS.load(Ordering::Relaxed);
     let body = format!(
-        "# HELP corebank_db_statements_total SQL statements sent by this process.\n\
+        "# HELP corebank_db_statements_total SQL statements sent for API requests by this process.\n\
          # TYPE corebank_db_statements_total counter\n\
          corebank_db_statements_total {statements}\n\
+         # HELP corebank_worker_db_statements_total SQL statements sent by in-process workers.\n\
+         # TYPE corebank_worker_db_statements_total counter\n\
+         corebank_worker_db_statements_total {worker_statements}\n\
          # HELP corebank_up 1 while the process serves.\n\
          # TYPE corebank_up gauge\n\
          corebank_up 1\n"

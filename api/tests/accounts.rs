@@ -30,8 +30,14 @@ async fn open_account_returns_an_active_account_with_a_luhn_checked_twelve_digit
         let account = &data["openAccount"];
         let number = account["number"].as_str().expect("number");
         assert_eq!(number.len(), 12, "account number {number:?} has 12 digits");
-        assert!(number.bytes().all(|b| b.is_ascii_digit()), "{number:?} is all digits");
-        assert!(luhn_valid(number), "{number:?} ends with a Luhn check digit");
+        assert!(
+            number.bytes().all(|b| b.is_ascii_digit()),
+            "{number:?} is all digits"
+        );
+        assert!(
+            luhn_valid(number),
+            "{number:?} ends with a Luhn check digit"
+        );
         assert_eq!(account["status"], "ACTIVE");
         assert_eq!(account["kind"], kind);
         assert_eq!(account["currency"], currency);
@@ -86,7 +92,10 @@ async fn accounts_are_listed_newest_first_with_a_total_count() {
         .await,
     );
     let connection = &data["accounts"];
-    assert_eq!(connection["totalCount"], 3, "only the viewer's accounts: {connection}");
+    assert_eq!(
+        connection["totalCount"], 3,
+        "only the viewer's accounts: {connection}"
+    );
     let listed: Vec<&str> = connection["edges"]
         .as_array()
         .unwrap()
@@ -115,15 +124,21 @@ async fn accounts_are_listed_newest_first_with_a_total_count() {
         if connection["pageInfo"]["hasNextPage"] != true {
             break;
         }
-        after = connection["pageInfo"]["endCursor"].as_str().map(str::to_string);
+        after = connection["pageInfo"]["endCursor"]
+            .as_str()
+            .map(str::to_string);
         assert!(paged.len() <= 3, "pagination does not end: {paged:?}");
     }
     assert_eq!(paged, ids);
 
     // The same list hangs off `me`.
     let data = expect_data(
-        app.gql(user.token(), "{ me { accounts { totalCount } } }", json!({}))
-            .await,
+        app.gql(
+            user.token(),
+            "{ me { accounts { totalCount } } }",
+            json!({}),
+        )
+        .await,
     );
     assert_eq!(data["me"]["accounts"]["totalCount"], 3);
 }
@@ -141,7 +156,10 @@ async fn another_customers_account_and_an_unknown_id_are_not_found() {
 
     // Admins see any account.
     let admin = app.admin().await;
-    assert_eq!(app.account(&admin, &account.id).await["number"], account.number);
+    assert_eq!(
+        app.account(&admin, &account.id).await["number"],
+        account.number
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +190,10 @@ async fn closing_another_customers_account_is_not_found() {
     let owner = app.register_random().await;
     let stranger = app.register_random().await;
     let account = app.open_account(&owner, "CHECKING", "USD").await;
-    expect_code(&app.close_account_raw(&stranger, &account.id).await, "NOT_FOUND");
+    expect_code(
+        &app.close_account_raw(&stranger, &account.id).await,
+        "NOT_FOUND",
+    );
     assert_eq!(app.account(&owner, &account.id).await["status"], "ACTIVE");
 }
 
@@ -238,16 +259,24 @@ async fn a_frozen_account_neither_sends_nor_receives_and_the_freeze_is_audited()
     );
     assert_eq!(frozen["freezeAccount"]["status"], "FROZEN");
 
-    expect_code(&app.deposit_raw(&bob, &b.id, "1.00", &key()).await, "ACCOUNT_FROZEN");
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &b.number, "1.00", &key()).await,
+        &app.deposit_raw(&bob, &b.id, "1.00", &key()).await,
         "ACCOUNT_FROZEN",
     );
     expect_code(
-        &app.transfer_raw(&bob, &b.id, &a.number, "1.00", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &b.number, "1.00", &key())
+            .await,
         "ACCOUNT_FROZEN",
     );
-    expect_code(&app.withdraw_raw(&bob, &b.id, "1.00", &key()).await, "ACCOUNT_FROZEN");
+    expect_code(
+        &app.transfer_raw(&bob, &b.id, &a.number, "1.00", &key())
+            .await,
+        "ACCOUNT_FROZEN",
+    );
+    expect_code(
+        &app.withdraw_raw(&bob, &b.id, "1.00", &key()).await,
+        "ACCOUNT_FROZEN",
+    );
     assert_eq!(app.account(&bob, &b.id).await["availableBalance"], "100.00");
 
     let audit = expect_data(
@@ -260,9 +289,11 @@ async fn a_frozen_account_neither_sends_nor_receives_and_the_freeze_is_audited()
     );
     let entries = audit["auditLog"]["edges"].as_array().unwrap();
     assert!(
-        entries.iter().any(|e| e["node"]["targetId"] == b.id.as_str()
-            && e["node"]["reason"] == reason.as_str()
-            && e["node"]["actor"]["id"] == admin.user_id.as_str()),
+        entries
+            .iter()
+            .any(|e| e["node"]["targetId"] == b.id.as_str()
+                && e["node"]["reason"] == reason.as_str()
+                && e["node"]["actor"]["id"] == admin.user_id.as_str()),
         "no audit entry for the freeze with its reason: {audit}"
     );
 

@@ -16,7 +16,11 @@ fn base64url_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -36,8 +40,16 @@ async fn register_returns_tokens_and_a_customer_user() {
     let email = random_email();
     let data = expect_data(app.register_raw(&email, PASSWORD, "Ada Lovelace").await);
     let payload = &data["register"];
-    assert!(payload["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
-    assert!(payload["refreshToken"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(
+        payload["accessToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert!(
+        payload["refreshToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
     assert_eq!(payload["user"]["email"], email);
     assert_eq!(payload["user"]["fullName"], "Ada Lovelace");
     assert_eq!(payload["user"]["role"], "CUSTOMER");
@@ -61,7 +73,11 @@ async fn registering_a_taken_email_fails_with_email_taken_whatever_its_case() {
     expect_code(&again, "EMAIL_TAKEN");
 
     let shouted = app
-        .register_raw(&format!("{}@EXAMPLE.TEST", local.to_uppercase()), PASSWORD, "Third")
+        .register_raw(
+            &format!("{}@EXAMPLE.TEST", local.to_uppercase()),
+            PASSWORD,
+            "Third",
+        )
         .await;
     expect_code(&shouted, "EMAIL_TAKEN");
 }
@@ -69,7 +85,9 @@ async fn registering_a_taken_email_fails_with_email_taken_whatever_its_case() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_under_ten_characters_is_rejected() {
     let app = TestApp::spawn().await;
-    let resp = app.register_raw(&random_email(), "123456789", "Short").await;
+    let resp = app
+        .register_raw(&random_email(), "123456789", "Short")
+        .await;
     expect_code(&resp, "BAD_USER_INPUT");
     // Exactly ten characters is the minimum that works.
     expect_data(app.register_raw(&random_email(), "1234567890", "Ten").await);
@@ -78,7 +96,12 @@ async fn a_password_under_ten_characters_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_email_is_rejected() {
     let app = TestApp::spawn().await;
-    for email in ["not-an-email", "", "missing-at.example.test", "two@@example.test"] {
+    for email in [
+        "not-an-email",
+        "",
+        "missing-at.example.test",
+        "two@@example.test",
+    ] {
         let resp = app.register_raw(email, PASSWORD, "Nobody").await;
         expect_code(&resp, "BAD_USER_INPUT");
     }
@@ -109,7 +132,8 @@ async fn me_without_a_valid_token_is_unauthenticated() {
     expect_code(&app.me_raw(None).await, "UNAUTHENTICATED");
     expect_code(&app.me_raw(Some("garbage")).await, "UNAUTHENTICATED");
     expect_code(
-        &app.me_raw(Some("eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl")).await,
+        &app.me_raw(Some("eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl"))
+            .await,
         "UNAUTHENTICATED",
     );
 }
@@ -149,7 +173,10 @@ async fn refresh_token_rotates_and_the_old_one_stops_working() {
 
     let first = expect_data(app.refresh_raw(&user.refresh_token).await)["refreshToken"].clone();
     let first_refresh = first["refreshToken"].as_str().unwrap().to_string();
-    assert_ne!(first_refresh, user.refresh_token, "refresh must rotate the token");
+    assert_ne!(
+        first_refresh, user.refresh_token,
+        "refresh must rotate the token"
+    );
     assert_eq!(first["user"]["id"], user.user_id);
     let access = first["accessToken"].as_str().unwrap();
     assert_eq!(me(&app, access).await["id"], user.user_id);
@@ -159,7 +186,10 @@ async fn refresh_token_rotates_and_the_old_one_stops_working() {
     assert_ne!(second["refreshToken"], first["refreshToken"]);
 
     // The original one is spent.
-    expect_code(&app.refresh_raw(&user.refresh_token).await, "UNAUTHENTICATED");
+    expect_code(
+        &app.refresh_raw(&user.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +205,10 @@ async fn reusing_a_rotated_refresh_token_revokes_the_newer_one_too() {
 
     // Replaying the old token looks like theft: it fails, and the whole
     // family (the newer token included) is revoked.
-    expect_code(&app.refresh_raw(&user.refresh_token).await, "UNAUTHENTICATED");
+    expect_code(
+        &app.refresh_raw(&user.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
     expect_code(&app.refresh_raw(&newer).await, "UNAUTHENTICATED");
 }
 
@@ -191,7 +224,10 @@ async fn logout_revokes_the_refresh_token() {
         )
         .await;
     assert_eq!(expect_data(resp)["logout"], true);
-    expect_code(&app.refresh_raw(&user.refresh_token).await, "UNAUTHENTICATED");
+    expect_code(
+        &app.refresh_raw(&user.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +276,11 @@ async fn the_access_token_is_an_hs256_jwt_valid_at_most_fifteen_minutes() {
     let iat = claims["iat"].as_i64().expect("iat claim");
     let exp = claims["exp"].as_i64().expect("exp claim");
     assert!(exp > iat, "exp {exp} must follow iat {iat}");
-    assert!(exp - iat <= 900, "token lives {} s, more than 15 minutes", exp - iat);
+    assert!(
+        exp - iat <= 900,
+        "token lives {} s, more than 15 minutes",
+        exp - iat
+    );
     let now = chrono::Utc::now().timestamp();
     assert!(exp > now, "a fresh token is not yet expired");
 }
@@ -271,7 +311,11 @@ async fn with_required_verification_money_leaves_only_after_verify_email() {
     let target = app.open_account(&other, "CHECKING", "USD").await;
     let deposit = app.deposit(&admin, &account.id, "100.00", &key()).await;
     let deposit = app
-        .wait_transfer_final(&admin, deposit["id"].as_str().unwrap(), Duration::from_secs(30))
+        .wait_transfer_final(
+            &admin,
+            deposit["id"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(deposit["status"], "COMPLETED");
 
@@ -282,7 +326,10 @@ async fn with_required_verification_money_leaves_only_after_verify_email() {
         .transfer_raw(&user, &account.id, &target.number, "10.00", &key())
         .await;
     expect_code(&transfer, "EMAIL_NOT_VERIFIED");
-    assert_eq!(app.account(&user, &account.id).await["availableBalance"], "100.00");
+    assert_eq!(
+        app.account(&user, &account.id).await["availableBalance"],
+        "100.00"
+    );
 
     // The verification email is recorded in the user's notifications.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -320,7 +367,11 @@ async fn with_required_verification_money_leaves_only_after_verify_email() {
         .transfer(&user, &account.id, &target.number, "10.00", &key())
         .await;
     let done = app
-        .wait_transfer_final(&user, transfer["id"].as_str().unwrap(), Duration::from_secs(30))
+        .wait_transfer_final(
+            &user,
+            transfer["id"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(done["status"], "COMPLETED");
     assert_eq!(app.account(&user, &account.id).await["balance"], "90.00");

@@ -25,14 +25,21 @@ async fn embedded_mode_registers_deposits_transfers_and_balances() {
 
     let deposit = app.deposit(&alice, &a.id, "500.00", &key()).await;
     assert_eq!(deposit["status"], "PENDING");
-    let deposit = app.wait_transfer_final(&alice, &id_of(&deposit), SETTLE).await;
+    let deposit = app
+        .wait_transfer_final(&alice, &id_of(&deposit), SETTLE)
+        .await;
     assert_eq!(deposit["status"], "COMPLETED");
 
     let k = key();
     let transfer = app.transfer(&alice, &a.id, &b.number, "125.50", &k).await;
     assert_eq!(transfer["status"], "PENDING");
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "374.50");
-    let done = app.wait_transfer_final(&alice, &id_of(&transfer), SETTLE).await;
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "374.50"
+    );
+    let done = app
+        .wait_transfer_final(&alice, &id_of(&transfer), SETTLE)
+        .await;
     assert_eq!(done["status"], "COMPLETED");
 
     // An idempotent replay returns the same transfer and moves nothing.
@@ -40,7 +47,8 @@ async fn embedded_mode_registers_deposits_transfers_and_balances() {
     assert_eq!(id_of(&replay), id_of(&transfer));
 
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &b.number, "374.51", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &b.number, "374.51", &key())
+            .await,
         "INSUFFICIENT_FUNDS",
     );
 
@@ -80,9 +88,12 @@ async fn eight_concurrent_transfers_from_one_account_on_sqlite_never_overdraw() 
 
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (client, alice, from, to) = (app.client(), alice.clone(), a.id.clone(), b.number.clone());
+        let (client, alice, from, to) =
+            (app.client(), alice.clone(), a.id.clone(), b.number.clone());
         tasks.push(tokio::spawn(async move {
-            client.transfer_raw(&alice, &from, &to, "30.00", &key()).await
+            client
+                .transfer_raw(&alice, &from, &to, "30.00", &key())
+                .await
         }));
     }
     let mut accepted = Vec::new();
@@ -115,7 +126,10 @@ async fn eight_concurrent_transfers_from_one_account_on_sqlite_never_overdraw() 
     assert_eq!(balance, 10_000 - 3_000 * completed);
     assert_eq!(a_after["availableBalance"], a_after["balance"]);
     assert_eq!(
-        minor(app.account(&bob, &b.id).await["balance"].as_str().unwrap(), 2),
+        minor(
+            app.account(&bob, &b.id).await["balance"].as_str().unwrap(),
+            2
+        ),
         3_000 * completed
     );
 }

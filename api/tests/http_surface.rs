@@ -32,7 +32,10 @@ async fn metrics_are_prometheus_text_with_corebank_series() {
     // One request so that request-driven series exist.
     app.me_raw(None).await;
     let text = app.metrics().await;
-    assert!(text.contains("corebank_"), "no corebank_ series in /metrics:\n{text:.2000}");
+    assert!(
+        text.contains("corebank_"),
+        "no corebank_ series in /metrics:\n{text:.2000}"
+    );
     assert!(
         metric_value(&text, "corebank_db_statements_total").is_some(),
         "no corebank_db_statements_total sample in /metrics:\n{text:.2000}"
@@ -48,8 +51,7 @@ fn attribute_values(html: &str, attr: &str) -> Vec<String> {
     while let Some(pos) = lower[from..].find(&needle) {
         let start = from + pos;
         from = start + needle.len();
-        let preceded_by_space = start > 0
-            && lower.as_bytes()[start - 1].is_ascii_whitespace();
+        let preceded_by_space = start > 0 && lower.as_bytes()[start - 1].is_ascii_whitespace();
         if !preceded_by_space {
             continue;
         }
@@ -99,9 +101,24 @@ const HTML_PATTERNS: &[&str] = &[
     "@import url(http",
 ];
 
-const CSS_PATTERNS: &[&str] = &["url(http", "url(\"http", "url('http", "url(//", "@import \"http", "@import url(http"];
+const CSS_PATTERNS: &[&str] = &[
+    "url(http",
+    "url(\"http",
+    "url('http",
+    "url(//",
+    "@import \"http",
+    "@import url(http",
+];
 
-const JS_PATTERNS: &[&str] = &["from\"http", "from \"http", "from 'http", "import(\"http", "import('http", "import\"http", "import \"http"];
+const JS_PATTERNS: &[&str] = &[
+    "from\"http",
+    "from \"http",
+    "from 'http",
+    "import(\"http",
+    "import('http",
+    "import\"http",
+    "import \"http",
+];
 
 /// Loads a GraphiQL page and every asset it references from corebank itself.
 async fn check_graphiql_page(app: &TestApp, path: &str) {
@@ -113,9 +130,15 @@ async fn check_graphiql_page(app: &TestApp, path: &str) {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    assert!(content_type.starts_with("text/html"), "GET {path}: content-type {content_type}");
+    assert!(
+        content_type.starts_with("text/html"),
+        "GET {path}: content-type {content_type}"
+    );
     let html = response.text().await.unwrap();
-    assert!(html.to_lowercase().contains("graphiql"), "GET {path} is not GraphiQL:\n{html:.1000}");
+    assert!(
+        html.to_lowercase().contains("graphiql"),
+        "GET {path} is not GraphiQL:\n{html:.1000}"
+    );
     assert_no_foreign_references(path, &html, HTML_PATTERNS);
 
     let mut assets = HashSet::new();
@@ -183,9 +206,13 @@ async fn a_malformed_document_is_graphql_parse_failed() {
 async fn an_unknown_field_is_graphql_validation_failed() {
     let app = TestApp::spawn().await;
     let user = app.register_random().await;
-    let resp = app.gql(user.token(), "{ me { id noSuchField } }", json!({})).await;
+    let resp = app
+        .gql(user.token(), "{ me { id noSuchField } }", json!({}))
+        .await;
     expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
-    let resp = app.gql(user.token(), "{ noSuchRootField }", json!({})).await;
+    let resp = app
+        .gql(user.token(), "{ noSuchRootField }", json!({}))
+        .await;
     expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
 }
 
@@ -251,7 +278,11 @@ async fn an_oversized_request_body_is_refused() {
             eprintln!("2 MiB body: transport error {e}; checking the server is alive");
         }
     }
-    assert_eq!(app.get("/healthz", "*/*").await.status(), 200, "the server survives");
+    assert_eq!(
+        app.get("/healthz", "*/*").await.status(),
+        200,
+        "the server survives"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +295,13 @@ async fn schema_graphql_matches_the_served_schema() {
         )
     });
     let mut command = tokio::process::Command::new(api_binary());
-    for var in ["DATABASE_URL", "REDIS_URL", "JWT_SECRET", "BIND_ADDR", "SMTP_URL"] {
+    for var in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "JWT_SECRET",
+        "BIND_ADDR",
+        "SMTP_URL",
+    ] {
         command.env_remove(var);
     }
     let output = tokio::time::timeout(
@@ -287,6 +324,129 @@ async fn schema_graphql_matches_the_served_schema() {
         "schema.graphql differs from the schema the server serves; \
          regenerate with `cargo run -p api -- --print-schema > schema.graphql`"
     );
+}
+
+/// Runs a binary with only `env` from the contract's configuration and
+/// returns its exit status and combined output; fails if it keeps running.
+async fn run_to_exit(
+    binary: std::path::PathBuf,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
+    let mut command = tokio::process::Command::new(&binary);
+    for var in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_PREFIX",
+        "BIND_ADDR",
+        "JWT_SECRET",
+        "SMTP_URL",
+        "MAIL_FROM",
+        "EMAIL_VERIFICATION",
+        "BOOTSTRAP_ADMIN_EMAIL",
+        "BOOTSTRAP_ADMIN_PASSWORD",
+        "PUBLIC_URL",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied()).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} with {env:?} is still running after 30 s; invalid configuration must fail fast",
+                binary.display()
+            )
+        })
+        .expect("run binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configuration_fails_fast_naming_the_variable() {
+    // The database does not exist: a server that touched it before checking
+    // its configuration would fail with another message.
+    let missing_db = format!(
+        "postgres://postgres:postgres@127.0.0.1:5432/cb_t_missing_{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let bind = format!("127.0.0.1:{port}");
+    let sqlite = format!(
+        "sqlite://{}/cb-config-{}.db?mode=rwc",
+        std::env::temp_dir().display(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let redis = test_redis_url();
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "JWT_SECRET",
+            vec![
+                ("DATABASE_URL", &missing_db),
+                ("REDIS_URL", &redis),
+                ("BIND_ADDR", &bind),
+            ],
+        ),
+        (
+            "JWT_SECRET",
+            vec![
+                ("DATABASE_URL", &missing_db),
+                ("REDIS_URL", &redis),
+                ("BIND_ADDR", &bind),
+                ("JWT_SECRET", "too-short"),
+            ],
+        ),
+        (
+            "EMAIL_VERIFICATION",
+            vec![
+                ("DATABASE_URL", &sqlite),
+                ("BIND_ADDR", &bind),
+                ("EMAIL_VERIFICATION", "sometimes"),
+            ],
+        ),
+        (
+            "DATABASE_URL",
+            vec![
+                ("DATABASE_URL", "mysql://localhost/corebank"),
+                ("BIND_ADDR", &bind),
+            ],
+        ),
+    ];
+    for (variable, env) in cases {
+        let (status, output) = run_to_exit(api_binary(), &env).await;
+        assert!(!status.success(), "api started with {env:?}:\n{output}");
+        assert!(
+            output.contains(variable),
+            "api with {env:?} must name {variable}:\n{output}"
+        );
+    }
+    // The worker needs Redis.
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    let (status, output) = run_to_exit(
+        worker_binary(),
+        &[("DATABASE_URL", &missing_db), ("JWT_SECRET", secret)],
+    )
+    .await;
+    assert!(
+        !status.success(),
+        "worker started without REDIS_URL:\n{output}"
+    );
+    assert!(
+        output.contains("REDIS_URL"),
+        "worker without REDIS_URL must name it:\n{output}"
+    );
+    let leftover = sqlite
+        .trim_start_matches("sqlite://")
+        .trim_end_matches("?mode=rwc")
+        .to_string();
+    let _ = std::fs::remove_file(leftover);
 }
 
 // ---------------------------------------------------------------------------
@@ -388,7 +548,16 @@ const CONTRACT_ENUMS: &[(&str, &[&str])] = &[
     ("Role", &["CUSTOMER", "ADMIN"]),
     ("AccountKind", &["CHECKING", "SAVINGS"]),
     ("AccountStatus", &["ACTIVE", "FROZEN", "CLOSED"]),
-    ("TransferKind", &["TRANSFER", "DEPOSIT", "WITHDRAWAL", "BILL_PAYMENT", "REVERSAL"]),
+    (
+        "TransferKind",
+        &[
+            "TRANSFER",
+            "DEPOSIT",
+            "WITHDRAWAL",
+            "BILL_PAYMENT",
+            "REVERSAL",
+        ],
+    ),
     ("TransferStatus", &["PENDING", "COMPLETED", "FAILED"]),
     ("EmailStatus", &["NOT_SENT", "QUEUED", "SENT", "FAILED"]),
 ];
@@ -498,7 +667,10 @@ async fn the_schema_has_every_type_field_and_argument_of_the_contract() {
     let data = expect_data(app.gql(user.token(), INTROSPECTION, json!({})).await);
     let schema = &data["__schema"];
     let query_root = schema["queryType"]["name"].as_str().unwrap().to_string();
-    let mutation_root = schema["mutationType"]["name"].as_str().expect("a mutation root").to_string();
+    let mutation_root = schema["mutationType"]["name"]
+        .as_str()
+        .expect("a mutation root")
+        .to_string();
     let types: HashMap<String, Value> = schema["types"]
         .as_array()
         .unwrap()
@@ -545,24 +717,40 @@ async fn the_schema_has_every_type_field_and_argument_of_the_contract() {
             }
         }
         if let Some(edges) = field("edges") {
-            let edge = types.get(&named_type(&edges["type"])).cloned().unwrap_or_default();
+            let edge = types
+                .get(&named_type(&edges["type"]))
+                .cloned()
+                .unwrap_or_default();
             for required in ["cursor", "node"] {
-                if !edge["fields"].as_array().is_some_and(|f| f.iter().any(|x| x["name"] == required)) {
+                if !edge["fields"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x["name"] == required))
+                {
                     problems.push(format!("{name} edges lack {required}"));
                 }
             }
         }
         if let Some(page_info) = field("pageInfo") {
-            let page = types.get(&named_type(&page_info["type"])).cloned().unwrap_or_default();
+            let page = types
+                .get(&named_type(&page_info["type"]))
+                .cloned()
+                .unwrap_or_default();
             for required in ["hasNextPage", "endCursor"] {
-                if !page["fields"].as_array().is_some_and(|f| f.iter().any(|x| x["name"] == required)) {
+                if !page["fields"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x["name"] == required))
+                {
                     problems.push(format!("{name}.pageInfo lacks {required}"));
                 }
             }
         }
     }
 
-    for line in CONTRACT_FIELDS.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in CONTRACT_FIELDS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         let sig = parse_signature(line);
         let owner = match sig.owner.as_str() {
             "Query" => query_root.clone(),
@@ -591,7 +779,10 @@ async fn the_schema_has_every_type_field_and_argument_of_the_contract() {
                 continue;
             };
             if let Some(inner) = ty.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                let input = types.get(&named_type(&arg["type"])).cloned().unwrap_or_default();
+                let input = types
+                    .get(&named_type(&arg["type"]))
+                    .cloned()
+                    .unwrap_or_default();
                 if input["kind"] != "INPUT_OBJECT" {
                     problems.push(format!("{line}: {name} is not an input object"));
                     continue;
@@ -614,12 +805,18 @@ async fn the_schema_has_every_type_field_and_argument_of_the_contract() {
                 // Added input fields must not break existing clients.
                 for f in &served_fields {
                     let fname = f["name"].as_str().unwrap_or_default();
-                    if !expected.contains(fname) && f["type"]["kind"] == "NON_NULL" && f["defaultValue"].is_null() {
+                    if !expected.contains(fname)
+                        && f["type"]["kind"] == "NON_NULL"
+                        && f["defaultValue"].is_null()
+                    {
                         problems.push(format!("{line}: added input field {fname} is required"));
                     }
                 }
             } else if render_type(&arg["type"]) != *ty {
-                problems.push(format!("{line}: argument {name} is {}", render_type(&arg["type"])));
+                problems.push(format!(
+                    "{line}: argument {name} is {}",
+                    render_type(&arg["type"])
+                ));
             }
         }
         // Added arguments must not break existing clients.
@@ -651,7 +848,10 @@ fn harness_helpers_are_right() {
     assert_eq!(fmt_minor(75000, 2), "750.00");
     assert_eq!(fmt_minor(-5, 2), "-0.05");
     assert_eq!(fmt_minor(1500, 0), "1500");
-    assert_eq!(base64url_decode("eyJhbGciOiJIUzI1NiJ9"), br#"{"alg":"HS256"}"#);
+    assert_eq!(
+        base64url_decode("eyJhbGciOiJIUzI1NiJ9"),
+        br#"{"alg":"HS256"}"#
+    );
     assert_eq!(
         metric_value(
             "# HELP x\ncorebank_db_statements_total 12\ncorebank_db_statements_total_other 3\n",
@@ -671,12 +871,21 @@ fn harness_helpers_are_right() {
     );
     assert_eq!(sig.field, "transfer");
     assert_eq!(sig.args.len(), 1);
-    assert_eq!(sig.args[0].1, "{fromAccountId: ID!, toAccountNumber: String}");
+    assert_eq!(
+        sig.args[0].1,
+        "{fromAccountId: ID!, toAccountNumber: String}"
+    );
     assert_eq!(sig.ret, "Transfer!");
     let sig = parse_signature("Query.contacts: [Contact!]!");
-    assert_eq!((sig.field.as_str(), sig.ret.as_str()), ("contacts", "[Contact!]!"));
     assert_eq!(
-        attribute_values("<script src=\"/assets/a.js\"></script><link rel=x href='/b.css'>", "src"),
+        (sig.field.as_str(), sig.ret.as_str()),
+        ("contacts", "[Contact!]!")
+    );
+    assert_eq!(
+        attribute_values(
+            "<script src=\"/assets/a.js\"></script><link rel=x href='/b.css'>",
+            "src"
+        ),
         vec!["/assets/a.js".to_string()]
     );
     assert_eq!(

@@ -26,10 +26,16 @@ async fn settle(app: &TestApp, s: &Session, transfer: &Value) -> Value {
 
 async fn transfers_total(app: &TestApp, s: &Session) -> i64 {
     let data = expect_data(
-        app.gql(s.token(), "{ transfers(first: 1) { totalCount } }", json!({}))
-            .await,
+        app.gql(
+            s.token(),
+            "{ transfers(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await,
     );
-    data["transfers"]["totalCount"].as_i64().expect("totalCount")
+    data["transfers"]["totalCount"]
+        .as_i64()
+        .expect("totalCount")
 }
 
 /// A valid-Luhn 12-digit number that no account of `taken` uses.
@@ -100,7 +106,11 @@ async fn malformed_amounts_are_rejected_with_bad_user_input() {
     let after = app.account(&user, &account.id).await;
     assert_eq!(after["balance"], "0.00");
     assert_eq!(after["availableBalance"], "0.00");
-    assert_eq!(transfers_total(&app, &user).await, 0, "nothing was recorded");
+    assert_eq!(
+        transfers_total(&app, &user).await,
+        0,
+        "nothing was recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,13 +146,17 @@ async fn a_deposit_above_one_million_is_limit_exceeded() {
     let user = app.register_random().await;
     let account = app.open_account(&user, "CHECKING", "USD").await;
     expect_code(
-        &app.deposit_raw(&user, &account.id, "1000000.01", &key()).await,
+        &app.deposit_raw(&user, &account.id, "1000000.01", &key())
+            .await,
         "LIMIT_EXCEEDED",
     );
     let deposit = app.deposit(&user, &account.id, "1000000", &key()).await;
     assert_eq!(deposit["amount"], "1000000.00");
     assert_eq!(settle(&app, &user, &deposit).await["status"], "COMPLETED");
-    assert_eq!(app.account(&user, &account.id).await["balance"], "1000000.00");
+    assert_eq!(
+        app.account(&user, &account.id).await["balance"],
+        "1000000.00"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,17 +166,26 @@ async fn a_deposit_is_pending_then_completed_and_credits_the_balance() {
     let account = app.open_account(&user, "CHECKING", "USD").await;
     let k = key();
     let deposit = app.deposit(&user, &account.id, "500", &k).await;
-    assert_eq!(deposit["status"], "PENDING", "money mutations reply PENDING: {deposit}");
+    assert_eq!(
+        deposit["status"], "PENDING",
+        "money mutations reply PENDING: {deposit}"
+    );
     assert_eq!(deposit["kind"], "DEPOSIT");
     assert_eq!(deposit["amount"], "500.00");
     assert_eq!(deposit["idempotencyKey"], k.as_str());
     assert!(deposit["source"].is_null(), "a deposit has no source party");
-    assert_eq!(deposit["destination"]["accountNumber"], account.number.as_str());
+    assert_eq!(
+        deposit["destination"]["accountNumber"],
+        account.number.as_str()
+    );
     assert_eq!(deposit["destination"]["account"]["id"], account.id.as_str());
 
     let done = settle(&app, &user, &deposit).await;
     assert_eq!(done["status"], "COMPLETED");
-    assert!(done["settledAt"].as_str().is_some(), "settledAt is set: {done}");
+    assert!(
+        done["settledAt"].as_str().is_some(),
+        "settledAt is set: {done}"
+    );
     let after = app.account(&user, &account.id).await;
     assert_eq!(after["balance"], "500.00");
     assert_eq!(after["availableBalance"], "500.00");
@@ -180,9 +203,15 @@ async fn a_withdrawal_debits_the_balance_and_cannot_overdraw() {
     let withdrawal = app.withdraw(&user, &account.id, "30", &key()).await;
     assert_eq!(withdrawal["status"], "PENDING");
     assert_eq!(withdrawal["kind"], "WITHDRAWAL");
-    assert!(withdrawal["destination"].is_null(), "a withdrawal has no destination party");
+    assert!(
+        withdrawal["destination"].is_null(),
+        "a withdrawal has no destination party"
+    );
     assert_eq!(withdrawal["source"]["account"]["id"], account.id.as_str());
-    assert_eq!(settle(&app, &user, &withdrawal).await["status"], "COMPLETED");
+    assert_eq!(
+        settle(&app, &user, &withdrawal).await["status"],
+        "COMPLETED"
+    );
     let after = app.account(&user, &account.id).await;
     assert_eq!(after["balance"], "70.00");
     assert_eq!(after["availableBalance"], "70.00");
@@ -196,9 +225,7 @@ async fn a_transfer_holds_funds_at_once_and_settles_both_balances() {
     let a = app.funded_account(&alice, "USD", "1000.00").await;
     let b = app.open_account(&bob, "CHECKING", "USD").await;
 
-    let transfer = app
-        .transfer(&alice, &a.id, &b.number, "250", &key())
-        .await;
+    let transfer = app.transfer(&alice, &a.id, &b.number, "250", &key()).await;
     assert_eq!(transfer["status"], "PENDING", "{transfer}");
     assert_eq!(transfer["kind"], "TRANSFER");
     assert_eq!(transfer["amount"], "250.00");
@@ -233,7 +260,8 @@ async fn a_transfer_above_the_available_balance_is_insufficient_funds_and_change
     let b = app.open_account(&bob, "CHECKING", "USD").await;
 
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &b.number, "100.01", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &b.number, "100.01", &key())
+            .await,
         "INSUFFICIENT_FUNDS",
     );
     let unchanged = app.account(&alice, &a.id).await;
@@ -245,7 +273,8 @@ async fn a_transfer_above_the_available_balance_is_insufficient_funds_and_change
     // 40 available whether or not it has settled yet.
     let first = app.transfer(&alice, &a.id, &b.number, "60", &key()).await;
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &b.number, "60", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &b.number, "60", &key())
+            .await,
         "INSUFFICIENT_FUNDS",
     );
     assert_eq!(settle(&app, &alice, &first).await["status"], "COMPLETED");
@@ -261,10 +290,14 @@ async fn a_transfer_to_the_source_account_itself_is_bad_user_input() {
     let alice = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "10.00").await;
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &a.number, "1.00", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &a.number, "1.00", &key())
+            .await,
         "BAD_USER_INPUT",
     );
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "10.00");
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "10.00"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +328,10 @@ async fn a_transfer_needs_exactly_one_of_account_number_and_contact() {
         )
         .await;
     expect_code(&neither, "BAD_USER_INPUT");
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "10.00");
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "10.00"
+    );
 
     // A contact alone is a valid destination.
     let via_contact = expect_data(
@@ -303,8 +339,14 @@ async fn a_transfer_needs_exactly_one_of_account_number_and_contact() {
             .await,
     )["transfer"]
         .clone();
-    assert_eq!(via_contact["destination"]["accountNumber"], b.number.as_str());
-    assert_eq!(settle(&app, &alice, &via_contact).await["status"], "COMPLETED");
+    assert_eq!(
+        via_contact["destination"]["accountNumber"],
+        b.number.as_str()
+    );
+    assert_eq!(
+        settle(&app, &alice, &via_contact).await["status"],
+        "COMPLETED"
+    );
     assert_eq!(app.account(&bob, &b.id).await["balance"], "1.00");
 }
 
@@ -330,10 +372,14 @@ async fn a_mistyped_account_number_is_bad_user_input_and_an_unknown_one_is_not_f
     }
     let unknown = unused_number(&[&a.number, &b.number]);
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &unknown, "1.00", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &unknown, "1.00", &key())
+            .await,
         "NOT_FOUND",
     );
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "10.00");
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "10.00"
+    );
     assert_eq!(app.account(&bob, &b.id).await["balance"], "0.00");
 }
 
@@ -345,10 +391,14 @@ async fn a_transfer_between_currencies_is_currency_mismatch() {
     let a = app.funded_account(&alice, "USD", "10.00").await;
     let eur = app.open_account(&bob, "CHECKING", "EUR").await;
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &eur.number, "1.00", &key()).await,
+        &app.transfer_raw(&alice, &a.id, &eur.number, "1.00", &key())
+            .await,
         "CURRENCY_MISMATCH",
     );
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "10.00");
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "10.00"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +410,8 @@ async fn moving_money_of_another_customers_account_is_not_found() {
     let m = app.open_account(&mallory, "CHECKING", "USD").await;
 
     expect_code(
-        &app.transfer_raw(&mallory, &a.id, &m.number, "1.00", &key()).await,
+        &app.transfer_raw(&mallory, &a.id, &m.number, "1.00", &key())
+            .await,
         "NOT_FOUND",
     );
     expect_code(
@@ -382,19 +433,24 @@ async fn moving_money_of_another_customers_account_is_not_found() {
 async fn a_transfer_is_visible_to_both_parties_and_hidden_from_others() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
-    let alice = app.register(&email("alice"), PASSWORD, "Alice Sender").await;
+    let alice = app
+        .register(&email("alice"), PASSWORD, "Alice Sender")
+        .await;
     let bob = app.register(&email("bob"), PASSWORD, "Bob Receiver").await;
     let eve = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "50.00").await;
     let b = app.open_account(&bob, "CHECKING", "USD").await;
 
-    let transfer = app.transfer(&alice, &a.id, &b.number, "20.00", &key()).await;
+    let transfer = app
+        .transfer(&alice, &a.id, &b.number, "20.00", &key())
+        .await;
     let id = id_of(&transfer);
     settle(&app, &alice, &transfer).await;
 
     expect_code(&app.transfer_by_id_raw(&eve, &id).await, "NOT_FOUND");
     expect_code(
-        &app.transfer_by_id_raw(&eve, &Uuid::new_v4().to_string()).await,
+        &app.transfer_by_id_raw(&eve, &Uuid::new_v4().to_string())
+            .await,
         "NOT_FOUND",
     );
 
@@ -411,9 +467,18 @@ async fn a_transfer_is_visible_to_both_parties_and_hidden_from_others() {
     }
     // `account` is only resolved for the viewer's own side (admins: both).
     assert_eq!(seen_by_sender["source"]["account"]["id"], a.id.as_str());
-    assert!(seen_by_sender["destination"]["account"].is_null(), "{seen_by_sender}");
-    assert!(seen_by_recipient["source"]["account"].is_null(), "{seen_by_recipient}");
-    assert_eq!(seen_by_recipient["destination"]["account"]["id"], b.id.as_str());
+    assert!(
+        seen_by_sender["destination"]["account"].is_null(),
+        "{seen_by_sender}"
+    );
+    assert!(
+        seen_by_recipient["source"]["account"].is_null(),
+        "{seen_by_recipient}"
+    );
+    assert_eq!(
+        seen_by_recipient["destination"]["account"]["id"],
+        b.id.as_str()
+    );
     assert_eq!(seen_by_admin["source"]["account"]["id"], a.id.as_str());
     assert_eq!(seen_by_admin["destination"]["account"]["id"], b.id.as_str());
 }
@@ -431,8 +496,12 @@ async fn transfers_are_listed_in_both_directions_newest_first_and_paginated() {
     let b = app.funded_account(&bob, "USD", "100.00").await;
 
     let funding = expect_data(
-        app.gql(alice.token(), "{ transfers(first: 5) { edges { node { id kind } } } }", json!({}))
-            .await,
+        app.gql(
+            alice.token(),
+            "{ transfers(first: 5) { edges { node { id kind } } } }",
+            json!({}),
+        )
+        .await,
     );
     let mut expected: Vec<String> = vec![
         funding["transfers"]["edges"][0]["node"]["id"]
@@ -468,7 +537,11 @@ async fn transfers_are_listed_in_both_directions_newest_first_and_paginated() {
         assert_eq!(connection["totalCount"], 6, "{connection}");
         let edges = connection["edges"].as_array().unwrap();
         assert!(edges.len() <= 2, "first: 2 returns at most 2 edges");
-        seen.extend(edges.iter().map(|e| e["node"]["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            edges
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap().to_string()),
+        );
         pages += 1;
         if connection["pageInfo"]["hasNextPage"] != true {
             break;
@@ -482,7 +555,10 @@ async fn transfers_are_listed_in_both_directions_newest_first_and_paginated() {
         assert!(pages < 10, "pagination never ends");
     }
     assert_eq!(pages, 3);
-    assert_eq!(seen, expected, "both directions, newest first, no gaps or repeats");
+    assert_eq!(
+        seen, expected,
+        "both directions, newest first, no gaps or repeats"
+    );
 
     let only_transfers = expect_data(
         app.gql(
@@ -504,16 +580,29 @@ async fn the_trial_balance_nets_to_zero_and_totals_the_customer_balances() {
     let a = app.funded_account(&alice, "USD", "500.00").await;
     let b = app.funded_account(&bob, "USD", "250.00").await;
     let e = app.funded_account(&bob, "EUR", "10.00").await;
-    let t = app.transfer(&alice, &a.id, &b.number, "100.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &b.number, "100.00", &key())
+        .await;
     settle(&app, &alice, &t).await;
     let w = app.withdraw(&bob, &b.id, "50.00", &key()).await;
     settle(&app, &bob, &w).await;
 
     let mut usd_total = 0;
-    usd_total += minor(app.account(&alice, &a.id).await["balance"].as_str().unwrap(), 2);
-    usd_total += minor(app.account(&bob, &b.id).await["balance"].as_str().unwrap(), 2);
+    usd_total += minor(
+        app.account(&alice, &a.id).await["balance"]
+            .as_str()
+            .unwrap(),
+        2,
+    );
+    usd_total += minor(
+        app.account(&bob, &b.id).await["balance"].as_str().unwrap(),
+        2,
+    );
     assert_eq!(usd_total, 70000);
-    let eur_total = minor(app.account(&bob, &e.id).await["balance"].as_str().unwrap(), 2);
+    let eur_total = minor(
+        app.account(&bob, &e.id).await["balance"].as_str().unwrap(),
+        2,
+    );
 
     let lines = app.trial_balance(&admin).await;
     for (currency, total) in [("USD", usd_total), ("EUR", eur_total)] {
@@ -522,12 +611,21 @@ async fn the_trial_balance_nets_to_zero_and_totals_the_customer_balances() {
             .find(|l| l["currency"] == currency)
             .unwrap_or_else(|| panic!("no trial balance line for {currency}: {lines:?}"));
         assert_eq!(line["net"], "0.00", "{line}");
-        assert_eq!(line["customerTotal"], fmt_minor(total, 2).as_str(), "{line}");
+        assert_eq!(
+            line["customerTotal"],
+            fmt_minor(total, 2).as_str(),
+            "{line}"
+        );
         assert_eq!(line["systemTotal"], fmt_minor(-total, 2).as_str(), "{line}");
     }
     for line in &lines {
         let net = line["net"].as_str().unwrap();
-        assert!(net.trim_start_matches('-').chars().all(|c| c == '0' || c == '.'), "net {line}");
+        assert!(
+            net.trim_start_matches('-')
+                .chars()
+                .all(|c| c == '0' || c == '.'),
+            "net {line}"
+        );
     }
 }
 
@@ -545,17 +643,30 @@ async fn repeating_a_money_mutation_with_the_same_key_returns_the_original_once(
     assert_eq!(id_of(&first), id_of(&second));
     settle(&app, &alice, &first).await;
     let third = app.deposit(&alice, &a.id, "100", &deposit_key).await;
-    assert_eq!(id_of(&first), id_of(&third), "100 and 100.00 are the same input");
+    assert_eq!(
+        id_of(&first),
+        id_of(&third),
+        "100 and 100.00 are the same input"
+    );
     assert_eq!(app.account(&alice, &a.id).await["balance"], "100.00");
 
     let transfer_key = key();
-    let t1 = app.transfer(&alice, &a.id, &b.number, "10.00", &transfer_key).await;
-    let t2 = app.transfer(&alice, &a.id, &b.number, "10.00", &transfer_key).await;
+    let t1 = app
+        .transfer(&alice, &a.id, &b.number, "10.00", &transfer_key)
+        .await;
+    let t2 = app
+        .transfer(&alice, &a.id, &b.number, "10.00", &transfer_key)
+        .await;
     assert_eq!(id_of(&t1), id_of(&t2));
     settle(&app, &alice, &t1).await;
-    let t3 = app.transfer(&alice, &a.id, &b.number, "10.00", &transfer_key).await;
+    let t3 = app
+        .transfer(&alice, &a.id, &b.number, "10.00", &transfer_key)
+        .await;
     assert_eq!(id_of(&t1), id_of(&t3));
-    assert_eq!(t3["status"], "COMPLETED", "a replay returns the original's current state");
+    assert_eq!(
+        t3["status"], "COMPLETED",
+        "a replay returns the original's current state"
+    );
 
     let after = app.account(&alice, &a.id).await;
     assert_eq!(after["balance"], "90.00");
@@ -586,7 +697,11 @@ async fn twenty_concurrent_identical_transfers_have_exactly_one_effect() {
         let resp = task.await.expect("client task");
         ids.insert(id_of(&expect_data(resp)["transfer"]));
     }
-    assert_eq!(ids.len(), 1, "all 20 replies carry the same transfer: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "all 20 replies carry the same transfer: {ids:?}"
+    );
     let id = ids.into_iter().next().unwrap();
     assert_eq!(
         app.wait_transfer_final(&alice, &id, SETTLE).await["status"],
@@ -597,8 +712,12 @@ async fn twenty_concurrent_identical_transfers_have_exactly_one_effect() {
     assert_eq!(after["availableBalance"], "90.00");
     assert_eq!(app.account(&bob, &b.id).await["balance"], "10.00");
     let only_transfers = expect_data(
-        app.gql(alice.token(), "{ transfers(kind: TRANSFER) { totalCount } }", json!({}))
-            .await,
+        app.gql(
+            alice.token(),
+            "{ transfers(kind: TRANSFER) { totalCount } }",
+            json!({}),
+        )
+        .await,
     );
     assert_eq!(only_transfers["transfers"]["totalCount"], 1);
 }
@@ -613,7 +732,8 @@ async fn reusing_a_key_with_another_input_is_idempotency_conflict() {
     let k = key();
     let original = app.transfer(&alice, &a.id, &b.number, "10.00", &k).await;
     expect_code(
-        &app.transfer_raw(&alice, &a.id, &b.number, "11.00", &k).await,
+        &app.transfer_raw(&alice, &a.id, &b.number, "11.00", &k)
+            .await,
         "IDEMPOTENCY_CONFLICT",
     );
     let dk = key();
@@ -651,7 +771,9 @@ async fn an_admin_reversal_moves_the_money_back_and_is_audited() {
     let bob = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "100.00").await;
     let b = app.open_account(&bob, "CHECKING", "USD").await;
-    let t = app.transfer(&alice, &a.id, &b.number, "40.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &b.number, "40.00", &key())
+        .await;
     settle(&app, &alice, &t).await;
 
     let reason = format!("fraud claim {}", Uuid::new_v4().simple());
@@ -700,9 +822,14 @@ async fn transfer_to_frozen_account_fails_and_releases_hold() {
     // With the only worker gone the transfer stays pending while the
     // destination gets frozen.
     app.workers[0].kill9().await;
-    let t = app.transfer(&alice, &a.id, &b.number, "40.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &b.number, "40.00", &key())
+        .await;
     assert_eq!(t["status"], "PENDING");
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "60.00");
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "60.00"
+    );
     expect_data(
         app.gql(
             admin.token(),
@@ -747,7 +874,10 @@ async fn statements_for(app: &TestApp, s: &Session, first: i64) -> f64 {
         if node["source"].is_object() {
             assert!(node["source"]["holderName"].as_str().is_some(), "{node}");
         }
-        assert!(node["destination"]["holderName"].as_str().is_some(), "{node}");
+        assert!(
+            node["destination"]["holderName"].as_str().is_some(),
+            "{node}"
+        );
     }
     after - before
 }
@@ -767,7 +897,11 @@ async fn listing_transfers_takes_the_same_number_of_statements_for_any_page_size
     let results: Vec<Value> = futures::stream::iter(0..100)
         .map(|_| {
             let (client, alice, a, b) = (client.clone(), alice.clone(), a.clone(), b.clone());
-            async move { client.transfer_raw(&alice, &a.id, &b.number, "1.00", &key()).await }
+            async move {
+                client
+                    .transfer_raw(&alice, &a.id, &b.number, "1.00", &key())
+                    .await
+            }
         })
         .buffer_unordered(8)
         .collect()

@@ -44,7 +44,10 @@ async fn funded_accounts(app: &TestApp, customers: usize, per_customer: usize) -
         let deposit = app
             .deposit(&holder.session, &holder.account.id, FUNDING, &key())
             .await;
-        deposits.push((holder.session.clone(), deposit["id"].as_str().unwrap().to_string()));
+        deposits.push((
+            holder.session.clone(),
+            deposit["id"].as_str().unwrap().to_string(),
+        ));
     }
     for (session, id) in deposits {
         let done = app
@@ -87,7 +90,13 @@ async fn fire_transfers(
                 let amount = fmt_minor(rng.range(100, 30_000) as i64, 2);
                 let (from, to) = (&holders[from], &holders[to]);
                 let resp = client
-                    .transfer_raw(&from.session, &from.account.id, &to.account.number, &amount, &key())
+                    .transfer_raw(
+                        &from.session,
+                        &from.account.id,
+                        &to.account.number,
+                        &amount,
+                        &key(),
+                    )
                     .await;
                 let codes = error_codes(&resp);
                 if codes.is_empty() {
@@ -114,11 +123,20 @@ async fn fire_transfers(
 }
 
 /// Every check of a closed system of `holders` after all settled.
-async fn assert_closed_system_consistent(app: &TestApp, admin: &Session, holders: &[Holder], fired: &Fired) {
+async fn assert_closed_system_consistent(
+    app: &TestApp,
+    admin: &Session,
+    holders: &[Holder],
+    fired: &Fired,
+) {
     let mut unique = fired.accepted.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), fired.accepted.len(), "every accepted transfer has its own id");
+    assert_eq!(
+        unique.len(),
+        fired.accepted.len(),
+        "every accepted transfer has its own id"
+    );
 
     let report = app.assert_ledger_consistent().await;
     let expected_total = FUNDING_MINOR * holders.len() as i64;
@@ -134,7 +152,11 @@ async fn assert_closed_system_consistent(app: &TestApp, admin: &Session, holders
         .sql("SELECT COUNT(*)::bigint AS n FROM transfers WHERE upper(kind) = 'TRANSFER'")
         .await;
     let stored: i64 = rows[0].try_get("", "n").unwrap();
-    assert_eq!(stored, fired.accepted.len() as i64, "stored TRANSFER rows vs accepted replies");
+    assert_eq!(
+        stored,
+        fired.accepted.len() as i64,
+        "stored TRANSFER rows vs accepted replies"
+    );
     assert_eq!(app.count_transfers(admin, Some("PENDING")).await, 0);
 
     // The same picture through the API.
@@ -143,7 +165,10 @@ async fn assert_closed_system_consistent(app: &TestApp, admin: &Session, holders
         let account = app.account(&holder.session, &holder.account.id).await;
         let balance = minor(account["balance"].as_str().unwrap(), 2);
         assert!(balance >= 0, "negative balance: {account}");
-        assert_eq!(account["availableBalance"], account["balance"], "no hold left: {account}");
+        assert_eq!(
+            account["availableBalance"], account["balance"],
+            "no hold left: {account}"
+        );
         api_total += balance;
     }
     assert_eq!(api_total, expected_total);
@@ -153,12 +178,22 @@ async fn assert_closed_system_consistent(app: &TestApp, admin: &Session, holders
         .find(|l| l["currency"] == "USD")
         .unwrap_or_else(|| panic!("no USD trial balance line: {lines:?}"));
     assert_eq!(usd["net"], "0.00", "{usd}");
-    assert_eq!(usd["customerTotal"], fmt_minor(expected_total, 2).as_str(), "{usd}");
+    assert_eq!(
+        usd["customerTotal"],
+        fmt_minor(expected_total, 2).as_str(),
+        "{usd}"
+    );
 }
 
 /// Waits until at least `n` more transfers than `baseline` are COMPLETED,
 /// or `timeout` passes (then carries on: the crash happens either way).
-async fn wait_completed_beyond(app: &TestApp, admin: &Session, baseline: i64, n: i64, timeout: Duration) {
+async fn wait_completed_beyond(
+    app: &TestApp,
+    admin: &Session,
+    baseline: i64,
+    n: i64,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if app.count_transfers(admin, Some("COMPLETED")).await >= baseline + n {
@@ -182,7 +217,10 @@ async fn a_thousand_concurrent_transfers_across_two_workers_keep_the_ledger_bala
         fired.accepted.len(),
         fired.insufficient
     );
-    assert!(!fired.accepted.is_empty(), "some transfers must be accepted");
+    assert!(
+        !fired.accepted.is_empty(),
+        "some transfers must be accepted"
+    );
     app.wait_no_pending(&admin, Duration::from_secs(120)).await;
     assert_closed_system_consistent(&app, &admin, &holders, &fired).await;
 }
@@ -249,7 +287,10 @@ async fn a_worker_stopped_with_sigterm_exits_zero_and_hands_back_its_jobs() {
     let firing = tokio::spawn(fire_transfers(app.client(), holders.clone(), 200, 8, seed));
     wait_completed_beyond(&app, &admin, baseline, 5, Duration::from_secs(20)).await;
     let status = app.workers[0].terminate(Duration::from_secs(30)).await;
-    assert!(status.success(), "worker exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "worker exited with {status} after SIGTERM"
+    );
     let fired = firing.await.expect("firing task");
 
     let _replacement = app.spawn_worker().await;
@@ -274,8 +315,12 @@ async fn two_workers_settle_a_single_transfer_once() {
     app.assert_ledger_consistent().await;
     assert_eq!(app.account(&bob, &b.id).await["balance"], "10.00");
     let data = expect_data(
-        app.gql(alice.token(), "{ transfers(status: COMPLETED, kind: TRANSFER) { totalCount } }", json!({}))
-            .await,
+        app.gql(
+            alice.token(),
+            "{ transfers(status: COMPLETED, kind: TRANSFER) { totalCount } }",
+            json!({}),
+        )
+        .await,
     );
     assert_eq!(data["transfers"]["totalCount"], 10);
 }

@@ -14,7 +14,7 @@ async fn main() {
     }
     let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "corebank".into());
     let result = async {
-        let db = connect_database(&database_url).await?;
+        let db = connect_database(&database_url, &worker::process::WORKER_DB_STATEMENTS).await?;
         let queues = queue::Queues::redis(&redis_url, &prefix).await?;
         let events = queue::EventBus::redis(&redis_url, &prefix).await?;
         tracing::info!(redis.prefix = %prefix, "worker started");

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
-/// Every SQL statement this process sent, exported on `/metrics`; tests use
-/// it to prove that list queries cost a constant number of statements.
-pub static DB_STATEMENTS: AtomicU64 = AtomicU64::new(0);
+/// SQL statements sent on behalf of API requests, exported on `/metrics`;
+/// tests use it to prove that list queries cost a constant number of
+/// statements. Workers count separately so their background work (sweeps,
+/// settlements) does not blur that measurement.
+pub static API_DB_STATEMENTS: AtomicU64 = AtomicU64::new(0);
+pub static WORKER_DB_STATEMENTS: AtomicU64 = AtomicU64::new(0);
 
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -19,7 +22,7 @@ pub fn init_tracing() {
 
 /// Connects and migrates. SQLite gets several connections (its default is
 /// one, which silently serialises everything) and a busy timeout.
-pub async fn connect_database(url: &str) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_database(url: &str, statements: &'static AtomicU64) -> anyhow::Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.to_owned());
     let sqlite = url.starts_with("sqlite:");
     opts.max_connections(if sqlite { 8 } else { 32 })
@@ -29,7 +32,7 @@ pub async fn connect_database(url: &str) -> anyhow::Result<DatabaseConnection> {
         .sqlx_logging(false);
     let mut db = Database::connect(opts).await.map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))?;
     db.set_metric_callback(|_| {
-        DB_STATEMENTS.fetch_add(1, Ordering::Relaxed);
+        statements.fetch_add(1, Ordering::Relaxed);
     });
     migration::migrate(&db).await.map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
     Ok(db)

@@ -213,7 +213,9 @@ async fn create_database(db_name: &str) {
 async fn drop_database(db_name: &str) {
     if let Ok(conn) = connect(&test_database_url(), 1).await {
         let _ = conn
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+            ))
             .await;
         let _ = conn.close().await;
     }
@@ -372,7 +374,12 @@ impl TestAppBuilder {
         };
         env.push((
             "EMAIL_VERIFICATION".into(),
-            if self.email_required { "required" } else { "optional" }.into(),
+            if self.email_required {
+                "required"
+            } else {
+                "optional"
+            }
+            .into(),
         ));
         env.push(("BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()));
         env.push(("BOOTSTRAP_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()));
@@ -505,6 +512,19 @@ impl TestApp {
                 .await
                 && resp.status() == reqwest::StatusCode::OK
             {
+                // A free port can be taken by another test's process between
+                // `free_port` and the bind; then this api exits and the 200
+                // came from a stranger.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(child) = self.api.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    panic!(
+                        "api exited with {status} right after /healthz answered; log {}:\n{}",
+                        self.log_dir.join("api.log").display(),
+                        log_tail(&self.log_dir.join("api.log"), 60)
+                    );
+                }
                 return;
             }
             if Instant::now() > deadline {
@@ -645,9 +665,15 @@ impl TestApp {
                 balance, ledger,
                 "account {id}: balance_minor {balance} != sum of its ledger entries {ledger} (logs: {logs})"
             );
-            assert_eq!(held, 0, "account {id}: held_minor {held} != 0 with nothing pending (logs: {logs})");
+            assert_eq!(
+                held, 0,
+                "account {id}: held_minor {held} != 0 with nothing pending (logs: {logs})"
+            );
             if !is_system {
-                assert!(balance >= 0, "customer account {id} has a negative balance {balance} (logs: {logs})");
+                assert!(
+                    balance >= 0,
+                    "customer account {id} has a negative balance {balance} (logs: {logs})"
+                );
                 *report.customer_total_minor.entry(currency).or_insert(0) += balance;
             }
         }
@@ -662,7 +688,10 @@ impl TestApp {
         for row in &per_currency {
             let currency: String = row.try_get("", "currency").unwrap();
             let total: i64 = row.try_get("", "total").unwrap();
-            assert_eq!(total, 0, "ledger entries of {currency} sum to {total}, not 0 (logs: {logs})");
+            assert_eq!(
+                total, 0,
+                "ledger entries of {currency} sum to {total}, not 0 (logs: {logs})"
+            );
         }
 
         // Nothing pending, and exactly-once effect: a COMPLETED transfer has
@@ -698,26 +727,45 @@ impl TestApp {
             let credited: Option<String> = row.try_get("", "credited").unwrap();
             match status.as_str() {
                 "COMPLETED" => {
-                    assert_eq!(entries, 2, "COMPLETED transfer {id} has {entries} ledger entries, not 2 (logs: {logs})");
-                    assert_eq!(entry_sum, 0, "entries of transfer {id} sum to {entry_sum} (logs: {logs})");
+                    assert_eq!(
+                        entries, 2,
+                        "COMPLETED transfer {id} has {entries} ledger entries, not 2 (logs: {logs})"
+                    );
+                    assert_eq!(
+                        entry_sum, 0,
+                        "entries of transfer {id} sum to {entry_sum} (logs: {logs})"
+                    );
                     assert_eq!(
                         (min_entry, max_entry),
                         (-amount, amount),
                         "entries of transfer {id} do not move its amount {amount} (logs: {logs})"
                     );
                     if let Some(src) = src {
-                        assert_eq!(debited.as_deref(), Some(src.as_str()), "transfer {id} debited the wrong account (logs: {logs})");
+                        assert_eq!(
+                            debited.as_deref(),
+                            Some(src.as_str()),
+                            "transfer {id} debited the wrong account (logs: {logs})"
+                        );
                     }
                     if let Some(dst) = dst {
-                        assert_eq!(credited.as_deref(), Some(dst.as_str()), "transfer {id} credited the wrong account (logs: {logs})");
+                        assert_eq!(
+                            credited.as_deref(),
+                            Some(dst.as_str()),
+                            "transfer {id} credited the wrong account (logs: {logs})"
+                        );
                     }
                     report.completed += 1;
                 }
                 "FAILED" => {
-                    assert_eq!(entries, 0, "FAILED transfer {id} has {entries} ledger entries (logs: {logs})");
+                    assert_eq!(
+                        entries, 0,
+                        "FAILED transfer {id} has {entries} ledger entries (logs: {logs})"
+                    );
                     report.failed += 1;
                 }
-                other => panic!("transfer {id} is {other}, expected COMPLETED or FAILED (logs: {logs})"),
+                other => {
+                    panic!("transfer {id} is {other}, expected COMPLETED or FAILED (logs: {logs})")
+                }
             }
         }
         report
@@ -1212,8 +1260,7 @@ impl ApiClient {
         amount: &str,
         key: &str,
     ) -> Value {
-        expect_data(self.transfer_raw(s, from_id, to_number, amount, key).await)["transfer"]
-            .clone()
+        expect_data(self.transfer_raw(s, from_id, to_number, amount, key).await)["transfer"].clone()
     }
 
     pub async fn transfer_to_contact_raw(
@@ -1399,7 +1446,7 @@ pub fn luhn_valid(number: &str) -> bool {
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return false;
     }
-    luhn_sum(number) % 10 == 0
+    luhn_sum(number).is_multiple_of(10)
 }
 
 fn luhn_sum(number: &str) -> u32 {
@@ -1450,7 +1497,10 @@ pub fn minor(amount: &str, digits: u32) -> i64 {
         !int.is_empty() && int.bytes().all(|b| b.is_ascii_digit()),
         "{amount:?} is not a decimal"
     );
-    assert!(frac.bytes().all(|b| b.is_ascii_digit()), "{amount:?} is not a decimal");
+    assert!(
+        frac.bytes().all(|b| b.is_ascii_digit()),
+        "{amount:?} is not a decimal"
+    );
     let value: i64 = format!("{int}{frac}").parse().expect("decimal fits i64");
     if negative { -value } else { value }
 }
