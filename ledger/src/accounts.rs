@@ -214,3 +214,16 @@ pub async fn close(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Ledger
     txn.commit().await?;
     Ok(a)
 }
+
+/// Full names of the given users, for showing account holders.
+pub async fn holder_names(db: &impl ConnectionTrait, user_ids: &[Uuid]) -> LedgerResult<std::collections::HashMap<Uuid, String>> {
+    let rows: Vec<(Uuid, String)> = entity::user::Entity::find()
+        .filter(entity::user::Column::Id.is_in(user_ids.to_vec()))
+        .select_only()
+        .column(entity::user::Column::Id)
+        .column(entity::user::Column::FullName)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
+}

@@ -387,3 +387,69 @@ pub async fn claim_stale_pending(
     txn.commit().await?;
     Ok(ids)
 }
+
+/// Starts a REVERSAL that moves a completed transfer's money back, through
+/// the normal hold-then-settle path. A transfer is reversed at most once
+/// (unique index on `reversal_of`); the original recipient's available
+/// balance must cover it.
+pub async fn reverse(db: &DatabaseConnection, admin: &Viewer, original_id: Uuid, reason: &str) -> LedgerResult<Initiated> {
+    admin.require_admin()?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(LedgerError::bad_input("reason must be 1 to 500 characters"));
+    }
+    let original = transfer::Entity::find_by_id(original_id).one(db).await?.ok_or(LedgerError::NotFound("transfer"))?;
+    if original.status != COMPLETED {
+        return Err(LedgerError::bad_input("only a completed transfer can be reversed"));
+    }
+    if original.kind == REVERSAL {
+        return Err(LedgerError::bad_input("a reversal cannot be reversed"));
+    }
+    let already = transfer::Entity::find().filter(transfer::Column::ReversalOf.eq(original.id)).one(db).await?;
+    if let Some(existing) = already {
+        if existing.status == FAILED {
+            return Err(LedgerError::bad_input("the earlier reversal of this transfer failed; contact engineering"));
+        }
+        return Err(LedgerError::bad_input("this transfer has already been reversed"));
+    }
+    // Money flows back: the original destination pays, the source receives.
+    let (source, destination) = (original.destination_account_id, original.source_account_id);
+    let txn = begin_write(db).await?;
+    let t = now();
+    let row = transfer::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        kind: Set(REVERSAL.into()),
+        status: Set(PENDING.into()),
+        amount_minor: Set(original.amount_minor),
+        currency: Set(original.currency.clone()),
+        source_account_id: Set(source),
+        destination_account_id: Set(destination),
+        initiated_by: Set(admin.user_id),
+        idempotency_key: Set(Some(format!("reversal:{}", original.id))),
+        request_fingerprint: Set(Some(request_fingerprint(&[REVERSAL, &original.id.to_string()]))),
+        memo: Set(Some(format!("Reversal of {}: {reason}", original.id))),
+        failure_reason: Set(None),
+        hold_minor: Set(if source.is_some() { original.amount_minor } else { 0 }),
+        reversal_of: Set(Some(original.id)),
+        enqueued_at: Set(t),
+        created_at: Set(t),
+        settled_at: Set(None),
+    };
+    let inserted = match row.insert(&txn).await {
+        Ok(m) => m,
+        Err(e) if is_unique_violation(&e) => return Err(LedgerError::bad_input("this transfer has already been reversed")),
+        Err(e) => return Err(e.into()),
+    };
+    let mut events = Vec::new();
+    let mut src_model = None;
+    if let Some(src) = source {
+        let src = place_hold(&txn, src, Amount::from_minor(original.amount_minor)).await?;
+        events.push(balance_event(&src, Some(inserted.id)));
+        src_model = Some(src);
+    }
+    crate::admin::audit(&txn, admin, "REVERSE_TRANSFER", Some(original.id), Some(reason)).await?;
+    txn.commit().await?;
+    events.push(transfer_event(&inserted, src_model.as_ref(), None));
+    tracing::info!(transfer.id = %inserted.id, reversal_of = %original.id, "reversal accepted");
+    Ok(Initiated { transfer: inserted, created: true, events })
+}

@@ -124,6 +124,15 @@ impl AdminMutations {
         Ok(Account(ledger::admin::change_kind(&state(ctx).db, &v, id, kind.as_str()).await.gql()?))
     }
 
+    /// ADMIN. A REVERSAL transfer moving the money back; once per transfer.
+    async fn reverse_transfer(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Transfer> {
+        let v = admin(ctx)?;
+        let id = parse_id(&id, "transfer")?;
+        let s = state(ctx);
+        let initiated = ledger::transfers::reverse(&s.db, &v, id, &reason).await.gql()?;
+        Ok(super::transfers::hand_over(s, initiated).await)
+    }
+
     /// ADMIN. The last administrator cannot be demoted.
     async fn set_user_role(&self, ctx: &Context<'_>, user_id: ID, role: Role) -> async_graphql::Result<User> {
         let v = admin(ctx)?;

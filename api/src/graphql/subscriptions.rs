@@ -93,7 +93,7 @@ impl SubscriptionRoot {
                 if !matches {
                     return None;
                 }
-                ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id).await.ok().map(Transfer)
+                ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id).await.ok().map(Transfer::from)
             }
         }))
     }

@@ -1,5 +1,8 @@
 //! Money movement: deposit, withdraw, transfer, and the Transfer type.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use entity::transfer;
 use ledger::jobs::SettleTransfer;
@@ -66,7 +69,40 @@ impl TransferStatus {
     }
 }
 
-pub struct Transfer(pub transfer::Model);
+pub struct Transfer {
+    pub model: transfer::Model,
+    /// Both parties of a whole page, loaded with two statements for the page.
+    parties: Option<Arc<Parties>>,
+}
+
+#[derive(Default)]
+pub struct Parties {
+    accounts: HashMap<Uuid, entity::account::Model>,
+    holder_names: HashMap<Uuid, String>,
+}
+
+impl From<transfer::Model> for Transfer {
+    fn from(model: transfer::Model) -> Self {
+        Transfer { model, parties: None }
+    }
+}
+
+/// Loads the accounts and holders of every transfer on a page at once, so a
+/// page costs the same number of statements whatever its size.
+async fn prefetch_parties(db: &sea_orm::DatabaseConnection, rows: &[transfer::Model]) -> async_graphql::Result<Arc<Parties>> {
+    let mut ids: Vec<Uuid> = rows.iter().flat_map(|t| [t.source_account_id, t.destination_account_id]).flatten().collect();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Arc::new(Parties::default()));
+    }
+    let accounts = ledger::accounts::by_ids(db, &ids).await.gql()?;
+    let mut owners: Vec<Uuid> = accounts.iter().filter_map(|a| a.owner_id).collect();
+    owners.sort();
+    owners.dedup();
+    let holder_names = ledger::accounts::holder_names(db, &owners).await.gql()?;
+    Ok(Arc::new(Parties { accounts: accounts.into_iter().map(|a| (a.id, a)).collect(), holder_names }))
+}
 
 /// One side of a transfer as the viewer may see it.
 pub struct Party {
@@ -89,8 +125,19 @@ impl Party {
     }
 }
 
-async fn party(ctx: &Context<'_>, account_id: Option<Uuid>) -> async_graphql::Result<Option<Party>> {
+async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<Uuid>) -> async_graphql::Result<Option<Party>> {
     let Some(id) = account_id else { return Ok(None) };
+    if let Some(p) = parties
+        && let Some(account) = p.accounts.get(&id)
+    {
+        let holder_name = match account.owner_id {
+            Some(owner) => p.holder_names.get(&owner).cloned().unwrap_or_default(),
+            None => "corebank".into(),
+        };
+        let v = viewer(ctx)?;
+        let visible = v.is_admin() || account.owner_id == Some(v.user_id);
+        return Ok(Some(Party { account: account.clone(), holder_name, visible }));
+    }
     let Some(account) = ctx.data_unchecked::<super::loaders::Accounts>().load_one(id).await? else {
         return Ok(None);
     };
@@ -111,42 +158,42 @@ async fn party(ctx: &Context<'_>, account_id: Option<Uuid>) -> async_graphql::Re
 #[Object]
 impl Transfer {
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(self.model.id.to_string())
     }
     async fn kind(&self) -> TransferKind {
-        TransferKind::from_str(&self.0.kind)
+        TransferKind::from_str(&self.model.kind)
     }
     async fn status(&self) -> TransferStatus {
-        TransferStatus::from_str(&self.0.status)
+        TransferStatus::from_str(&self.model.status)
     }
     async fn amount(&self) -> Decimal {
-        Decimal::format(self.0.amount_minor, &self.0.currency)
+        Decimal::format(self.model.amount_minor, &self.model.currency)
     }
     async fn currency(&self) -> &str {
-        &self.0.currency
+        &self.model.currency
     }
     /// Null for DEPOSIT.
     async fn source(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Party>> {
-        party(ctx, self.0.source_account_id).await
+        party(ctx, self.parties.as_deref(), self.model.source_account_id).await
     }
     /// Null for WITHDRAWAL.
     async fn destination(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Party>> {
-        party(ctx, self.0.destination_account_id).await
+        party(ctx, self.parties.as_deref(), self.model.destination_account_id).await
     }
     async fn memo(&self) -> Option<&str> {
-        self.0.memo.as_deref()
+        self.model.memo.as_deref()
     }
     async fn failure_reason(&self) -> Option<&str> {
-        self.0.failure_reason.as_deref()
+        self.model.failure_reason.as_deref()
     }
     async fn idempotency_key(&self) -> Option<&str> {
-        self.0.idempotency_key.as_deref()
+        self.model.idempotency_key.as_deref()
     }
     async fn created_at(&self) -> DateTime {
-        DateTime(self.0.created_at)
+        DateTime(self.model.created_at)
     }
     async fn settled_at(&self) -> Option<DateTime> {
-        self.0.settled_at.map(DateTime)
+        self.model.settled_at.map(DateTime)
     }
 }
 
@@ -159,8 +206,13 @@ pub async fn list(
     after: Option<String>,
 ) -> async_graphql::Result<Conn<Transfer>> {
     let page = PageRequest::parse(first, after.as_deref()).gql()?;
-    let rows = ledger::transfers::list(&state(ctx).db, account_ids, &filter, page).await.gql()?;
-    Ok(connection(rows, page.after.is_some(), |t| Cursor { created_at: t.created_at, id: t.id }, Transfer))
+    let db = &state(ctx).db;
+    let rows = ledger::transfers::list(db, account_ids, &filter, page).await.gql()?;
+    let parties = prefetch_parties(db, &rows.items).await?;
+    Ok(connection(rows, page.after.is_some(), |t| Cursor { created_at: t.created_at, id: t.id }, |model| Transfer {
+        model,
+        parties: Some(parties.clone()),
+    }))
 }
 
 #[derive(InputObject)]
@@ -197,7 +249,7 @@ impl TransferQueries {
     async fn transfer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "transfer")?;
-        Ok(Transfer(ledger::transfers::get_for_viewer(&state(ctx).db, &v, id).await.gql()?))
+        Ok(ledger::transfers::get_for_viewer(&state(ctx).db, &v, id).await.gql()?.into())
     }
 
     /// The viewer's transfers in both directions, newest first.
@@ -235,7 +287,7 @@ pub async fn hand_over(s: &AppState, initiated: ledger::transfers::Initiated) ->
         }
         s.events.publish(initiated.events).await;
     }
-    Transfer(initiated.transfer)
+    initiated.transfer.into()
 }
 
 #[derive(Default)]
