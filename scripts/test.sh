@@ -35,6 +35,17 @@ fi
 # e.g.
 #   if [ -f web/package.json ]; then (cd web && npm ci --no-audit --no-fund); fi
 
+# The graphql-ws reference client spawned by api/tests/subscriptions.rs.
+# Installed only when node_modules is missing or older than the lockfile
+# (npm ci then leaves node_modules/.package-lock.json newer), so repeated runs
+# stay fast. A failing npm fails the script (set -e).
+ws_client=tests/ws-client
+if [ ! -f "$ws_client/node_modules/.package-lock.json" ] \
+    || [ "$ws_client/package-lock.json" -nt "$ws_client/node_modules/.package-lock.json" ]; then
+    echo "[test] installing $ws_client (npm ci)"
+    (cd "$ws_client" && npm ci --no-audit --no-fund)
+fi
+
 # Build the binaries (`api`, `worker`) as well as the tests: end-to-end tests
 # spawn the binaries from $CARGO_TARGET_DIR/debug, and nextest only builds test
 # targets. Same (debug) profile as the tests, so nothing is built twice.

@@ -20,6 +20,8 @@ pub struct AppState {
     pub identity: IdentityPolicy,
     pub money: ledger::transfers::MoneyPolicy,
     pub schema: CoreSchema,
+    /// Flips to true on SIGTERM; long-lived connections close on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -64,6 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if config.smtp_url.is_none() {
         tracing::info!("SMTP_URL unset: emails are recorded in notifications and logged, not sent");
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         db: db.clone(),
         queues: queues.clone(),
@@ -75,6 +78,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         },
         money: ledger::transfers::MoneyPolicy { email_verification_required: config.email_verification_required },
         schema: graphql::build_schema(),
+        shutdown: stop_rx.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
@@ -82,7 +86,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|e| anyhow::anyhow!("BIND_ADDR {}: {e}", config.bind_addr))?;
     tracing::info!(addr = %config.bind_addr, workers = config.with_worker, "corebank api listening");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

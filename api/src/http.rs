@@ -2,9 +2,6 @@
 
 use std::sync::atomic::Ordering;
 
-use async_graphql::Data;
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -94,34 +91,10 @@ async fn graphql_get(headers: HeaderMap) -> Response {
     }
 }
 
-async fn graphql_ws(State(state): State<AppState>, protocol: GraphQLProtocol, ws: WebSocketUpgrade) -> Response {
-    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let schema = state.schema.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let authorization = payload
-                        .get("Authorization")
-                        .or_else(|| payload.get("authorization"))
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned);
-                    let auth = authenticate(&state, authorization.as_deref()).await;
-                    match auth {
-                        Auth::Viewer(_) => {}
-                        Auth::Anonymous => return Err("connection_init needs {\"Authorization\": \"Bearer <accessToken>\"}".into()),
-                        Auth::Invalid(msg) => return Err(msg.into()),
-                    }
-                    let (accounts, users) = loaders::for_request(&state.db);
-                    let mut data = Data::default();
-                    data.insert(state.clone());
-                    data.insert(auth);
-                    data.insert(accounts);
-                    data.insert(users);
-                    Ok(data)
-                })
-                .keepalive_timeout(std::time::Duration::from_secs(30))
-                .serve()
-        })
+async fn graphql_ws(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.protocols(["graphql-transport-ws", "graphql-ws"])
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| crate::ws::serve(socket, state))
 }
 
 const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql/index.html");
@@ -157,6 +130,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics() -> Response {
     let statements = worker::process::API_DB_STATEMENTS.load(Ordering::Relaxed);
     let worker_statements = worker::process::WORKER_DB_STATEMENTS.load(Ordering::Relaxed);
+    let sockets = crate::metrics::SUBSCRIPTION_SOCKETS.load(Ordering::Relaxed);
     let body = format!(
         "# HELP corebank_db_statements_total SQL statements sent for API requests by this process.\n\
          # TYPE corebank_db_statements_total counter\n\
@@ -164,6 +138,9 @@ async fn metrics() -> Response {
          # HELP corebank_worker_db_statements_total SQL statements sent by in-process workers.\n\
          # TYPE corebank_worker_db_statements_total counter\n\
          corebank_worker_db_statements_total {worker_statements}\n\
+         # HELP corebank_subscription_sockets Open subscription WebSockets.\n\
+         # TYPE corebank_subscription_sockets gauge\n\
+         corebank_subscription_sockets {sockets}\n\
          # HELP corebank_up 1 while the process serves.\n\
          # TYPE corebank_up gauge\n\
          corebank_up 1\n"

@@ -14,3 +14,5 @@ pub mod app;
 pub mod config;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
+pub mod ws;

@@ -156,7 +156,18 @@ pub async fn authenticate(
     keys: &TokenKeys,
     token: &str,
 ) -> LedgerResult<Viewer> {
+    Ok(authenticate_until(db, keys, token).await?.0)
+}
+
+/// Like `authenticate`, also returning when the token expires (long-lived
+/// connections end then).
+pub async fn authenticate_until(
+    db: &impl ConnectionTrait,
+    keys: &TokenKeys,
+    token: &str,
+) -> LedgerResult<(Viewer, chrono::DateTime<Utc>)> {
     let claims = decode_access_token(keys, token)?;
+    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
     let u = user::Entity::find_by_id(claims.sub)
         .one(db)
         .await?
@@ -164,7 +175,7 @@ pub async fn authenticate(
     if u.token_version != claims.tv {
         return Err(LedgerError::Unauthenticated("access token was revoked".into()));
     }
-    Ok(Viewer { user_id: u.id, role: Role::parse(&u.role), email_verified: u.email_verified })
+    Ok((Viewer { user_id: u.id, role: Role::parse(&u.role), email_verified: u.email_verified }, expires_at))
 }
 
 async fn new_session(

@@ -14,6 +14,11 @@
 //! - `.sqlite()` runs the embedded mode: a SQLite file, no Redis, no
 //!   `JWT_SECRET`, workers always in-process.
 //! - `.email_verification_required()` sets `EMAIL_VERIFICATION=required`.
+//! - `app.spawn_second_api()` starts one more `api` process on the same
+//!   database and Redis prefix (cross-process subscriptions).
+//! - `Ws` is a small GraphQL-over-WebSocket client for `/graphql/ws` (both
+//!   subprotocols); `mint_access_token` signs tokens with the harness's
+//!   `JWT_SECRET` (e.g. already expired, or expiring in a few seconds).
 //!
 //! The harness builds nothing: the test script runs
 //! `cargo build --workspace --bins --tests` first, and `worker` is looked up
@@ -431,6 +436,7 @@ impl TestAppBuilder {
             workers: Vec::new(),
             worker_seq: AtomicUsize::new(0),
             db: tokio::sync::OnceCell::new(),
+            extra_apis: std::sync::Mutex::new(Vec::new()),
         };
         app.wait_healthy(Duration::from_secs(60)).await;
         for _ in 0..self.workers.unwrap_or(0) {
@@ -456,6 +462,8 @@ pub struct TestApp {
     pub workers: Vec<WorkerHandle>,
     worker_seq: AtomicUsize,
     db: tokio::sync::OnceCell<DatabaseConnection>,
+    /// Extra `api` processes started by `spawn_second_api`.
+    extra_apis: std::sync::Mutex<Vec<Child>>,
 }
 
 impl Deref for TestApp {
@@ -565,6 +573,108 @@ impl TestApp {
         WorkerHandle { child, log }
     }
 
+    /// Starts one more `api` process on the same database, Redis and
+    /// `REDIS_PREFIX` (same environment, another `BIND_ADDR`, no
+    /// `--with-worker`), waits until it answers `/healthz` and returns its
+    /// address (`127.0.0.1:<port>`). It logs to `api-<n>.log` and is killed
+    /// with the other children.
+    pub async fn spawn_second_api(&self) -> String {
+        assert!(
+            !self.is_sqlite(),
+            "embedded mode cannot share its SQLite file between api processes"
+        );
+        let n = self.extra_apis.lock().map(|v| v.len()).unwrap_or(0) + 2;
+        let log = self.log_dir.join(format!("api-{n}.log"));
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = Command::new(api_binary());
+        for var in CONFIG_VARS {
+            command.env_remove(var);
+        }
+        command.envs(self.child_env.iter().cloned());
+        command.env("BIND_ADDR", &addr);
+        let (out, err) = open_log(&log);
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", api_binary().display()));
+
+        let timeout = Duration::from_secs(60);
+        let deadline = Instant::now() + timeout;
+        let url = format!("http://{addr}/healthz");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "api #{n} exited with {status} before becoming healthy; log {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 60)
+                );
+            }
+            if let Ok(resp) = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                && resp.status() == reqwest::StatusCode::OK
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "api #{n} exited with {status} right after /healthz answered; log {}:\n{}",
+                        log.display(),
+                        log_tail(&log, 60)
+                    );
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "api #{n} did not answer 200 on /healthz within {timeout:?}; log {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.extra_apis
+            .lock()
+            .expect("extra_apis lock")
+            .push(child);
+        addr
+    }
+
+    /// An `ApiClient` for another `api` process of this deployment (see
+    /// `spawn_second_api`).
+    pub fn client_at(&self, addr: &str) -> ApiClient {
+        ApiClient {
+            base_url: format!("http://{addr}"),
+            http: self.http.clone(),
+            log_dir: self.log_dir.clone(),
+        }
+    }
+
+    /// The `JWT_SECRET` the harness gave the processes (PostgreSQL mode only;
+    /// embedded mode generates its own key).
+    pub fn jwt_secret(&self) -> String {
+        self.child_env
+            .iter()
+            .find(|(k, _)| k == "JWT_SECRET")
+            .map(|(_, v)| v.clone())
+            .expect("JWT_SECRET is only set by the harness in PostgreSQL mode")
+    }
+
+    /// Mints an access token for `s` exactly as the server would (HS256,
+    /// `iss` corebank, `aud` corebank-api, role CUSTOMER, token version 0 as
+    /// for a fresh user) but with the given `exp` (Unix seconds).
+    pub fn mint_customer_token(&self, s: &Session, exp: i64) -> String {
+        mint_access_token(&self.jwt_secret(), &s.user_id, "CUSTOMER", 0, exp)
+    }
+
     /// A connection to the test database, for invariant checks in SQL.
     pub async fn db(&self) -> &DatabaseConnection {
         self.db
@@ -624,6 +734,11 @@ impl TestApp {
         }
         if let Some(api) = self.api.as_mut() {
             let _ = api.start_kill();
+        }
+        if let Ok(mut extra) = self.extra_apis.lock() {
+            for api in extra.iter_mut() {
+                let _ = api.start_kill();
+            }
         }
     }
 
@@ -1582,4 +1697,450 @@ impl Rng {
     pub fn range(&mut self, low: u64, high: u64) -> u64 {
         low + self.next_u64() % (high - low + 1)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Access tokens minted by the tests
+// ---------------------------------------------------------------------------
+
+/// Unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// An access token with the server's claims (`sub`, `role`, `tv`, `iat`,
+/// `exp`, `iss` "corebank", `aud` "corebank-api"), HS256-signed with
+/// `secret`; `iat` is now.
+pub fn mint_access_token(
+    secret: &str,
+    user_id: &str,
+    role: &str,
+    token_version: i32,
+    exp: i64,
+) -> String {
+    let claims = json!({
+        "sub": user_id,
+        "role": role,
+        "tv": token_version,
+        "iat": unix_now(),
+        "exp": exp,
+        "iss": "corebank",
+        "aud": "corebank-api",
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign the test token")
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket client for /graphql/ws
+// ---------------------------------------------------------------------------
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The two subprotocols of `/graphql/ws`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsProtocol {
+    /// `graphql-transport-ws` (the graphql-ws library).
+    TransportWs,
+    /// `graphql-ws`, the legacy subscriptions-transport-ws protocol.
+    Legacy,
+}
+
+impl WsProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            WsProtocol::TransportWs => "graphql-transport-ws",
+            WsProtocol::Legacy => "graphql-ws",
+        }
+    }
+}
+
+/// One thing read from the socket.
+enum WsIncoming {
+    Json(Value),
+    Closed(u16, String),
+    TimedOut,
+}
+
+/// A close code that was not sent in a close frame: the TCP connection ended
+/// without a close handshake (RFC 6455 "abnormal closure").
+pub const CLOSE_ABNORMAL: u16 = 1006;
+
+/// A minimal GraphQL-over-WebSocket client for the tests. Answers the
+/// server's `{"type":"ping"}` with `{"type":"pong"}` (graphql-transport-ws),
+/// skips `ka` keepalives (legacy), keeps messages for other subscription ids
+/// until asked for, and keeps a transcript for failure messages.
+pub struct Ws {
+    stream: WsStream,
+    pub protocol: WsProtocol,
+    pub url: String,
+    buffered: std::collections::VecDeque<Value>,
+    closed: Option<(u16, String)>,
+    /// How many graphql-transport-ws `ping` messages the server sent.
+    pub pings_received: usize,
+    /// How many legacy `ka` keepalives the server sent.
+    pub keepalives_received: usize,
+    transcript: Vec<String>,
+}
+
+pub fn ws_url(addr: &str) -> String {
+    format!("ws://{addr}/graphql/ws")
+}
+
+impl Ws {
+    /// Opens the socket with `protocol` as `Sec-WebSocket-Protocol`; sends
+    /// nothing. Panics when the upgrade fails or the server does not select
+    /// the requested subprotocol.
+    pub async fn open(addr: &str, protocol: WsProtocol) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+        let url = ws_url(addr);
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .unwrap_or_else(|e| panic!("bad WebSocket URL {url}: {e}"));
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.name()),
+        );
+        let (stream, response) = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("WebSocket upgrade to {url} timed out after 30 s"))
+        .unwrap_or_else(|e| panic!("WebSocket upgrade to {url} ({}) failed: {e}", protocol.name()));
+        let selected = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(
+            selected,
+            protocol.name(),
+            "the server did not select the requested subprotocol"
+        );
+        Ws {
+            stream,
+            protocol,
+            url,
+            buffered: Default::default(),
+            closed: None,
+            pings_received: 0,
+            keepalives_received: 0,
+            transcript: Vec::new(),
+        }
+    }
+
+    /// `graphql-transport-ws`, `connection_init` with
+    /// `{"Authorization": "Bearer <token>"}`, then waits for `connection_ack`.
+    pub async fn connect(addr: &str, token: &str) -> Ws {
+        Ws::connect_with(addr, WsProtocol::TransportWs, token).await
+    }
+
+    /// Like `connect`, over the legacy `graphql-ws` protocol.
+    pub async fn connect_legacy(addr: &str, token: &str) -> Ws {
+        Ws::connect_with(addr, WsProtocol::Legacy, token).await
+    }
+
+    pub async fn connect_with(addr: &str, protocol: WsProtocol, token: &str) -> Ws {
+        let mut ws = Ws::open(addr, protocol).await;
+        ws.init(Some(json!({ "Authorization": format!("Bearer {token}") })))
+            .await;
+        ws.expect_ack(Duration::from_secs(30)).await;
+        ws
+    }
+
+    fn note(&mut self, line: String) {
+        if self.transcript.len() >= 200 {
+            self.transcript.remove(0);
+        }
+        self.transcript.push(line);
+    }
+
+    /// The last messages exchanged, for failure messages.
+    pub fn transcript(&self) -> String {
+        self.transcript.join("\n")
+    }
+
+    /// Sends one JSON message as a text frame.
+    pub async fn send_json(&mut self, message: Value) {
+        use futures::SinkExt;
+        let text = message.to_string();
+        self.note(format!(">> {text}"));
+        if let Err(e) = self
+            .stream
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+        {
+            panic!(
+                "sending on {} failed: {e}\ntranscript:\n{}",
+                self.url,
+                self.transcript()
+            );
+        }
+    }
+
+    /// Sends `connection_init`, with `payload` when given.
+    pub async fn init(&mut self, payload: Option<Value>) {
+        let mut message = json!({ "type": "connection_init" });
+        if let Some(payload) = payload {
+            message["payload"] = payload;
+        }
+        self.send_json(message).await;
+    }
+
+    /// Waits for `connection_ack`; panics on a close, an error or a timeout.
+    pub async fn expect_ack(&mut self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.recv(deadline).await {
+                WsIncoming::Json(m) if m["type"] == "connection_ack" => return,
+                WsIncoming::Json(m) => {
+                    panic!(
+                        "expected connection_ack, got {m}\ntranscript:\n{}",
+                        self.transcript()
+                    )
+                }
+                WsIncoming::Closed(code, reason) => panic!(
+                    "socket closed with {code} {reason:?} instead of connection_ack\ntranscript:\n{}",
+                    self.transcript()
+                ),
+                WsIncoming::TimedOut => panic!(
+                    "no connection_ack within {timeout:?}\ntranscript:\n{}",
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Starts an operation: `subscribe` (graphql-transport-ws) or `start`
+    /// (legacy).
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        let kind = match self.protocol {
+            WsProtocol::TransportWs => "subscribe",
+            WsProtocol::Legacy => "start",
+        };
+        self.send_json(json!({
+            "id": id,
+            "type": kind,
+            "payload": { "query": query, "variables": variables },
+        }))
+        .await;
+    }
+
+    /// Ends an operation: `complete` (graphql-transport-ws) or `stop`.
+    pub async fn unsubscribe(&mut self, id: &str) {
+        let kind = match self.protocol {
+            WsProtocol::TransportWs => "complete",
+            WsProtocol::Legacy => "stop",
+        };
+        self.send_json(json!({ "id": id, "type": kind })).await;
+    }
+
+    /// Reads one message; answers pings and skips keepalives on the way.
+    async fn recv(&mut self, deadline: tokio::time::Instant) -> WsIncoming {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        if let Some((code, reason)) = &self.closed {
+            return WsIncoming::Closed(*code, reason.clone());
+        }
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return WsIncoming::TimedOut,
+                Ok(frame) => frame,
+            };
+            let (code, reason) = match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let text = text.to_string();
+                    self.note(format!("<< {text}"));
+                    let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+                        panic!(
+                            "the server sent a non-JSON text frame ({e}): {text:.500}\ntranscript:\n{}",
+                            self.transcript()
+                        )
+                    });
+                    match value["type"].as_str() {
+                        Some("ping") if self.protocol == WsProtocol::TransportWs => {
+                            self.pings_received += 1;
+                            self.send_pong().await;
+                            continue;
+                        }
+                        Some("pong") => continue,
+                        Some("ka") if self.protocol == WsProtocol::Legacy => {
+                            self.keepalives_received += 1;
+                            continue;
+                        }
+                        _ => return WsIncoming::Json(value),
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    panic!(
+                        "the server sent a binary frame ({} bytes)\ntranscript:\n{}",
+                        bytes.len(),
+                        self.transcript()
+                    )
+                }
+                // Control frames: tungstenite answers pings itself.
+                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                Some(Ok(Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    (u16::from(frame.code), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => (1005, String::new()),
+                Some(Err(e)) => (CLOSE_ABNORMAL, format!("<{e}>")),
+                None => (
+                    CLOSE_ABNORMAL,
+                    "<connection ended without a close frame>".to_string(),
+                ),
+            };
+            self.note(format!("<< CLOSE {code} {reason:?}"));
+            self.closed = Some((code, reason.clone()));
+            return WsIncoming::Closed(code, reason);
+        }
+    }
+
+    async fn send_pong(&mut self) {
+        use futures::SinkExt;
+        let text = json!({ "type": "pong" }).to_string();
+        self.note(format!(">> {text}"));
+        // The socket may be closing; a lost pong is then irrelevant.
+        let _ = self
+            .stream
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await;
+    }
+
+    /// The next message for operation `id` (`next`/`data`, `error` or
+    /// `complete`), whole. Messages for other ids are kept for later calls.
+    /// Panics on a close or when nothing comes within `timeout`.
+    pub async fn next_for(&mut self, id: &str, timeout: Duration) -> Value {
+        if let Some(pos) = self.buffered.iter().position(|m| m["id"] == id) {
+            return self.buffered.remove(pos).expect("position is valid");
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.recv(deadline).await {
+                WsIncoming::Json(m) if m["id"] == id => return m,
+                WsIncoming::Json(m) => self.buffered.push_back(m),
+                WsIncoming::Closed(code, reason) => panic!(
+                    "socket closed with {code} {reason:?} while waiting for a message for {id:?}\n\
+                     transcript:\n{}",
+                    self.transcript()
+                ),
+                WsIncoming::TimedOut => panic!(
+                    "no message for {id:?} within {timeout:?}\ntranscript:\n{}",
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// The next result of operation `id`, which must be a `next` (`data` on
+    /// the legacy protocol) without errors; returns its `payload.data`.
+    pub async fn next_data(&mut self, id: &str, timeout: Duration) -> Value {
+        let m = self.next_for(id, timeout).await;
+        let expected = match self.protocol {
+            WsProtocol::TransportWs => "next",
+            WsProtocol::Legacy => "data",
+        };
+        assert_eq!(
+            m["type"],
+            expected,
+            "expected a {expected} message for {id:?}, got {m}\ntranscript:\n{}",
+            self.transcript()
+        );
+        let payload = check_response(m["payload"].clone());
+        assert!(
+            payload.get("errors").is_none(),
+            "{expected} message for {id:?} carries errors: {m}"
+        );
+        payload
+            .get("data")
+            .cloned()
+            .filter(|d| !d.is_null())
+            .unwrap_or_else(|| panic!("{expected} message for {id:?} without data: {m}"))
+    }
+
+    /// Waits for the server to close the socket and returns the close code
+    /// and reason (`CLOSE_ABNORMAL` when the TCP connection just ended).
+    /// Messages received meanwhile are kept. Panics after `timeout`.
+    pub async fn expect_close(&mut self, timeout: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.recv(deadline).await {
+                WsIncoming::Json(m) => self.buffered.push_back(m),
+                WsIncoming::Closed(code, reason) => return (code, reason),
+                WsIncoming::TimedOut => panic!(
+                    "the server did not close the socket within {timeout:?}\ntranscript:\n{}",
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Waits until the server sent a graphql-transport-ws `ping` (answered
+    /// with a pong). Panics on a close or after `timeout`.
+    pub async fn expect_server_ping(&mut self, timeout: Duration) {
+        let before = self.pings_received;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.pings_received == before {
+            match self.recv(deadline).await {
+                WsIncoming::Json(m) => self.buffered.push_back(m),
+                WsIncoming::Closed(code, reason) => panic!(
+                    "socket closed with {code} {reason:?} while waiting for a ping\ntranscript:\n{}",
+                    self.transcript()
+                ),
+                WsIncoming::TimedOut => {
+                    if self.pings_received == before {
+                        panic!(
+                            "no ping from the server within {timeout:?}\ntranscript:\n{}",
+                            self.transcript()
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every JSON message received so far (as far as the transcript goes:
+    /// the last 200 lines), pings and keepalives included.
+    pub fn received(&self) -> Vec<Value> {
+        self.transcript
+            .iter()
+            .filter_map(|line| line.strip_prefix("<< "))
+            .filter_map(|text| serde_json::from_str(text).ok())
+            .collect()
+    }
+
+    /// Whether the server closed the socket (as far as this client read).
+    pub fn close_status(&self) -> Option<(u16, String)> {
+        self.closed.clone()
+    }
+
+    /// Closes the socket from the client side (best-effort).
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+/// The GraphQL errors of an `error` message (graphql-transport-ws: the
+/// payload is the list of errors), checked against the error contract.
+pub fn ws_error_list(message: &Value) -> Vec<Value> {
+    assert_eq!(message["type"], "error", "not an error message: {message}");
+    let list = message["payload"]
+        .as_array()
+        .unwrap_or_else(|| panic!("error payload is not a list of GraphQL errors: {message}"))
+        .clone();
+    check_response(json!({ "errors": list.clone() }));
+    list
 }
