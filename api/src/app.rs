@@ -25,6 +25,7 @@ pub struct AppState {
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let (mailer, email_retry) = worker::email_settings().unwrap_or_else(|(var, why)| worker::process::fail_config(&var, &why));
     let db = worker::process::connect_database(&config.database_url, &worker::process::API_DB_STATEMENTS).await?;
     // In-process workers get their own pool: a burst of settlements cannot
     // starve requests of connections, and statements are counted apart.
@@ -95,7 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
 
     let workers = if let Some(db) = worker_db {
-        let jobs = Arc::new(worker::Jobs { db, queues, events });
+        let jobs = Arc::new(worker::Jobs { db, queues, events, mailer, email_retry });
         Some(tokio::spawn(worker::run(jobs, stopped(stop_rx.clone()))))
     } else {
         None

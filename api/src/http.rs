@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/assets/graphiql/{file}", get(asset))
+        .route("/verify-email", get(verify_email_link))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -95,6 +96,30 @@ async fn graphql_ws(State(state): State<AppState>, ws: WebSocketUpgrade) -> Resp
     ws.protocols(["graphql-transport-ws", "graphql-ws"])
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| crate::ws::serve(socket, state))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The link in the verification email lands here.
+async fn verify_email_link(State(state): State<AppState>, axum::extract::Query(q): axum::extract::Query<TokenQuery>) -> Response {
+    let page = |status: StatusCode, title: &str, text: &str| {
+        let html = format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body style=\"font-family:sans-serif;max-width:32em;margin:4em auto\"><h1>{title}</h1><p>{text}</p></body></html>");
+        (status, Html(html)).into_response()
+    };
+    let Some(token) = q.token.filter(|t| !t.is_empty()) else {
+        return page(StatusCode::BAD_REQUEST, "Link incomplete", "This verification link has no token.");
+    };
+    match ledger::auth::verify_email(&state.db, &token).await {
+        Ok(_) => page(StatusCode::OK, "Email verified", "Your email address is verified. You can close this page."),
+        Err(ledger::LedgerError::Internal(cause)) => {
+            tracing::error!(error = %cause, "email verification failed internally");
+            page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Please try again later.")
+        }
+        Err(_) => page(StatusCode::BAD_REQUEST, "Link expired", "This link is invalid, expired or already used. Ask for a new one in the app."),
+    }
 }
 
 const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql/index.html");

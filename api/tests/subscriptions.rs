@@ -147,6 +147,10 @@ async fn a_transfer_streams_the_hold_and_the_settlement_to_both_parties_over_gra
     bob_ws
         .subscribe("bal", BALANCE_CHANGED, json!({ "id": bob_account.id }))
         .await;
+    // transferUpdated without accountId: all of the viewer's transfers.
+    bob_ws
+        .subscribe("all", TRANSFER_UPDATED, json!({ "id": null }))
+        .await;
     tokio::time::sleep(REGISTER).await;
 
     let transfer = app
@@ -162,6 +166,15 @@ async fn a_transfer_streams_the_hold_and_the_settlement_to_both_parties_over_gra
         &transfer_id,
     )
     .await;
+
+    // Bob, as the recipient, sees the transfer reach COMPLETED (a PENDING
+    // event before it is allowed).
+    let mut seen = next_transfer_update(&mut bob_ws, "all", &transfer_id).await;
+    if seen["status"] == "PENDING" {
+        seen = next_transfer_update(&mut bob_ws, "all", &transfer_id).await;
+    }
+    assert_eq!(seen["status"], "COMPLETED", "Bob's transferUpdated: {seen}");
+    assert_eq!(seen["destination"]["account"]["id"], bob_account.id.as_str(), "{seen}");
 
     // The events agree with what the queries say afterwards.
     let done = app.wait_transfer_final(&alice, &transfer_id, SETTLE).await;
@@ -193,6 +206,47 @@ async fn the_server_pings_graphql_transport_ws_clients_and_a_ponging_client_stay
     let update = next_balance_for(&mut ws, "bal", &account.id, &id_of(&deposit)).await;
     assert_eq!(update["balance"], "12.34", "{update}");
     assert_eq!(update["availableBalance"], "12.34", "{update}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_deposit_streams_a_notification_to_its_owner() {
+    let app = TestApp::spawn().await;
+    let alice = app.register_random().await;
+    let account = app.open_account(&alice, "CHECKING", "USD").await;
+
+    let mut ws = Ws::connect(&app.addr, &alice.access_token).await;
+    ws.subscribe(
+        "n",
+        "subscription { notificationReceived { id kind subject body emailStatus createdAt } }",
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(REGISTER).await;
+    let deposit = app.deposit(&alice, &account.id, "3.00", &key()).await;
+    app.wait_transfer_final(&alice, &id_of(&deposit), SETTLE)
+        .await;
+
+    let data = ws.next_data("n", EVENT).await;
+    let notification = &data["notificationReceived"];
+    for field in ["id", "kind", "subject", "body", "emailStatus", "createdAt"] {
+        assert!(
+            notification[field].as_str().is_some_and(|s| !s.is_empty()),
+            "notification without {field}: {notification}"
+        );
+    }
+    // It is one of Alice's notifications as the query lists them.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let listed = app.notifications(&alice).await;
+        if listed.iter().any(|n| n["id"] == notification["id"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "notification {notification} is not in Alice's notifications: {listed:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------

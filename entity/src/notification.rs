@@ -15,6 +15,11 @@ pub struct Model {
     /// settlement that runs twice cannot notify twice.
     pub dedup_key: String,
     pub email_attempts: i32,
+    /// When the next delivery attempt is due (QUEUED), or the lease of the
+    /// attempt in flight; the email sweep hands due rows to the queue.
+    pub next_attempt_at: Option<DateTimeUtc>,
+    /// Why the last attempt failed, for the dead-letter list.
+    pub last_error: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

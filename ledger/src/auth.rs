@@ -73,6 +73,9 @@ pub struct Session {
     pub access_token: String,
     pub refresh_token: String,
     pub user: user::Model,
+    /// Notifications created on the way (the verification email), to hand
+    /// to the email queue after commit.
+    pub events: Vec<crate::events::LedgerEvent>,
 }
 
 /// Settings that shape registration.
@@ -198,7 +201,7 @@ async fn new_session(
     }
     .insert(db)
     .await?;
-    Ok(Session { access_token: issue_access_token(keys, &u)?, refresh_token: refresh, user: u })
+    Ok(Session { access_token: issue_access_token(keys, &u)?, refresh_token: refresh, user: u, events: Vec::new() })
 }
 
 pub async fn register(
@@ -231,8 +234,9 @@ pub async fn register(
     .insert(&txn)
     .await
     .map_err(|e| if is_unique_violation(&e) { LedgerError::EmailTaken } else { e.into() })?;
-    issue_verification(&txn, &u, policy).await?;
-    let session = new_session(&txn, keys, u, Uuid::now_v7()).await?;
+    let verification = issue_verification(&txn, &u, policy).await?;
+    let mut session = new_session(&txn, keys, u, Uuid::now_v7()).await?;
+    session.events.extend(verification);
     txn.commit().await?;
     tracing::info!(user.id = %session.user.id, user.email = %email.masked(), "user registered");
     Ok(session)
@@ -243,7 +247,7 @@ pub async fn issue_verification(
     db: &impl ConnectionTrait,
     u: &user::Model,
     policy: &IdentityPolicy,
-) -> LedgerResult<()> {
+) -> LedgerResult<Option<crate::events::LedgerEvent>> {
     let token = random_token();
     let t = now();
     email_verification::ActiveModel {
@@ -257,7 +261,7 @@ pub async fn issue_verification(
     .insert(db)
     .await?;
     let link = format!("{}/verify-email?token={token}", policy.public_url.trim_end_matches('/'));
-    notify::record(
+    let id = notify::record(
         db,
         u.id,
         "EMAIL_VERIFICATION",
@@ -269,7 +273,7 @@ pub async fn issue_verification(
         &format!("verification:{}", Uuid::now_v7()),
     )
     .await?;
-    Ok(())
+    Ok(id.map(|notification_id| crate::events::LedgerEvent::Notification { user_id: u.id, notification_id }))
 }
 
 pub async fn login(
@@ -373,10 +377,10 @@ pub async fn resend_verification(
     db: &DatabaseConnection,
     viewer: &Viewer,
     policy: &IdentityPolicy,
-) -> LedgerResult<bool> {
+) -> LedgerResult<Option<crate::events::LedgerEvent>> {
     let u = user::Entity::find_by_id(viewer.user_id).one(db).await?.ok_or(LedgerError::NotFound("user"))?;
     if u.email_verified {
-        return Ok(false);
+        return Ok(None);
     }
     // At most one verification email per minute per user.
     let recent = email_verification::Entity::find()
@@ -387,8 +391,7 @@ pub async fn resend_verification(
     if recent.is_some() {
         return Err(LedgerError::RateLimited);
     }
-    issue_verification(db, &u, policy).await?;
-    Ok(true)
+    issue_verification(db, &u, policy).await
 }
 
 /// Creates the configured administrator if no user has that email yet.

@@ -116,7 +116,7 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
             let src = apply(&txn, source, -t.amount_minor, -t.hold_minor).await?;
             let dst = apply(&txn, destination, t.amount_minor, 0).await?;
             events.extend([&src, &dst].into_iter().filter(|a| !a.is_system).map(|a| transfers::balance_event(a, Some(t.id))));
-            notify_settled(&txn, &t, &src, &dst, currency).await?;
+            events.extend(notify_settled(&txn, &t, &src, &dst, currency).await?);
             Outcome::Completed
         }
         Err(reason) => {
@@ -124,7 +124,7 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
                 let src = apply(&txn, source, 0, -t.hold_minor).await?;
                 events.push(transfers::balance_event(&src, Some(t.id)));
             }
-            notify_failed(&txn, &t, reason, currency).await?;
+            events.extend(notify_failed(&txn, &t, reason, currency).await?);
             Outcome::Failed(reason)
         }
     };
@@ -170,7 +170,8 @@ async fn notify_settled(
     src: &account::Model,
     dst: &account::Model,
     currency: Currency,
-) -> LedgerResult<()> {
+) -> LedgerResult<Vec<LedgerEvent>> {
+    let mut out = Vec::new();
     let money = format!("{} {}", Amount::from_minor(t.amount_minor).format(currency), currency.code());
     let key = format!("transfer:{}:completed", t.id);
     if let Some(owner) = src.owner_id.filter(|_| !src.is_system) {
@@ -180,7 +181,7 @@ async fn notify_settled(
             ("TRANSFER_SENT", format!("You sent {money}"))
         };
         let body = format!("{subject} from account {} to {}.\nTransfer {}.\n", src.number, if dst.is_system { "cash" } else { &dst.number }, t.id);
-        notify::record(txn, owner, kind, &subject, &body, &key).await?;
+        out.extend(notify::record(txn, owner, kind, &subject, &body, &key).await?.map(|id| LedgerEvent::Notification { user_id: owner, notification_id: id }));
     }
     if let Some(owner) = dst.owner_id.filter(|_| !dst.is_system) {
         let (kind, subject) = if t.kind == transfers::DEPOSIT {
@@ -189,17 +190,17 @@ async fn notify_settled(
             ("TRANSFER_RECEIVED", format!("You received {money}"))
         };
         let body = format!("{subject} into account {}.\nTransfer {}.\n", dst.number, t.id);
-        notify::record(txn, owner, kind, &subject, &body, &key).await?;
+        out.extend(notify::record(txn, owner, kind, &subject, &body, &key).await?.map(|id| LedgerEvent::Notification { user_id: owner, notification_id: id }));
     }
-    Ok(())
+    Ok(out)
 }
 
-async fn notify_failed(txn: &impl ConnectionTrait, t: &transfer::Model, reason: &str, currency: Currency) -> LedgerResult<()> {
+async fn notify_failed(txn: &impl ConnectionTrait, t: &transfer::Model, reason: &str, currency: Currency) -> LedgerResult<Vec<LedgerEvent>> {
     let money = format!("{} {}", Amount::from_minor(t.amount_minor).format(currency), currency.code());
     let subject = format!("Transfer of {money} failed");
     let body = format!("{subject}: {reason}. Any hold on your account was released.\nTransfer {}.\n", t.id);
-    notify::record(txn, t.initiated_by, "TRANSFER_FAILED", &subject, &body, &format!("transfer:{}:failed", t.id)).await?;
-    Ok(())
+    let id = notify::record(txn, t.initiated_by, "TRANSFER_FAILED", &subject, &body, &format!("transfer:{}:failed", t.id)).await?;
+    Ok(id.map(|id| LedgerEvent::Notification { user_id: t.initiated_by, notification_id: id }).into_iter().collect())
 }
 
 /// One line of the trial balance.

@@ -18,3 +18,20 @@ mod queues;
 pub use events::EventBus;
 pub use poll::Tick;
 pub use queues::{QueueError, Queues, SETTLEMENT_QUEUE, EMAIL_QUEUE, worker_name};
+
+/// What every producer does once its transaction has committed: hand new
+/// notifications to the email queue (when email delivery is on) and publish
+/// the events for live views. A failed push only delays an email: the row
+/// is the outbox and the email sweep finds it.
+pub async fn after_commit(queues: &Queues, bus: &EventBus, events: Vec<ledger::events::LedgerEvent>) {
+    if ledger::notify::email_delivery_enabled() {
+        for ev in &events {
+            if let ledger::events::LedgerEvent::Notification { notification_id, .. } = ev
+                && let Err(e) = queues.push_email(ledger::jobs::SendEmail { notification_id: *notification_id }).await
+            {
+                tracing::warn!(notification.id = %notification_id, error = %e, "email push failed; the email sweep will retry");
+            }
+        }
+    }
+    bus.publish(events).await;
+}

@@ -10,6 +10,7 @@
 //! with `--with-worker`, by the `api` binary. Must not depend on `api`.
 
 pub mod jobs;
+pub mod mailer;
 pub mod process;
 
 use std::future::Future;
@@ -19,8 +20,8 @@ use std::time::Duration;
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
-use ledger::jobs::SettleTransfer;
-use queue::{EventBus, Queues, SETTLEMENT_QUEUE, Tick, worker_name};
+use ledger::jobs::{SendEmail, SettleTransfer};
+use queue::{EMAIL_QUEUE, EventBus, Queues, SETTLEMENT_QUEUE, Tick, worker_name};
 use sea_orm::DatabaseConnection;
 
 /// How many settlement jobs one process runs at once.
@@ -35,6 +36,35 @@ pub struct Jobs {
     pub db: DatabaseConnection,
     pub queues: Queues,
     pub events: EventBus,
+    /// None when `SMTP_URL` is unset: notifications stay in the inbox only.
+    pub mailer: Option<mailer::Mailer>,
+    pub email_retry: ledger::notify::RetryPolicy,
+}
+
+/// How many emails one process sends at once.
+pub const EMAIL_CONCURRENCY: usize = 4;
+
+/// Reads the email settings shared by the `api` and `worker` binaries.
+/// `EMAIL_RETRY_BASE_SECS` and `EMAIL_MAX_ATTEMPTS` exist for tests and
+/// drills; the defaults give about a day of retries.
+pub fn email_settings() -> Result<(Option<mailer::Mailer>, ledger::notify::RetryPolicy), (String, String)> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+    let mut retry = ledger::notify::RetryPolicy::default();
+    if let Some(v) = var("EMAIL_RETRY_BASE_SECS") {
+        retry.base_secs = v.parse().map_err(|_| ("EMAIL_RETRY_BASE_SECS".to_owned(), "must be a whole number of seconds".to_owned()))?;
+    }
+    if let Some(v) = var("EMAIL_MAX_ATTEMPTS") {
+        retry.attempts_max = v.parse().map_err(|_| ("EMAIL_MAX_ATTEMPTS".to_owned(), "must be a whole number".to_owned()))?;
+    }
+    let mailer = match var("SMTP_URL") {
+        Some(url) => {
+            let from = var("MAIL_FROM").unwrap_or_else(|| "corebank <no-reply@corebank.local>".into());
+            Some(mailer::Mailer::from_url(&url, &from).map_err(|e| ("SMTP_URL".to_owned(), e))?)
+        }
+        None => None,
+    };
+    ledger::notify::enable_email_delivery(mailer.is_some());
+    Ok((mailer, retry))
 }
 
 /// Runs every worker of this process until `shutdown` resolves.
@@ -49,30 +79,38 @@ pub async fn run(jobs: Arc<Jobs>, shutdown: impl Future<Output = ()> + Send + 's
             tracing::error!(worker = ctx.name(), error = %err, "worker stopped; restarting");
             true
         });
-    let monitor = match &jobs.queues {
-        q @ Queues::Redis { conn, .. } => {
-            let (conn, config, data) = (conn.clone(), q.redis_config(SETTLEMENT_QUEUE), jobs.clone());
-            monitor.register(move |_| {
-                let backend = RedisStorage::<SettleTransfer>::new(conn.clone()).with_config(config.clone());
-                WorkerBuilder::new(worker_name("settlement"))
-                    .backend(PollWith::new(backend, Tick::every(POLL_EVERY)))
-                    .concurrency(SETTLEMENT_CONCURRENCY)
-                    .data(data.clone())
-                    .build(jobs::settle_transfer::handle)
-            })
-        }
-        q @ Queues::Embedded { pool, .. } => {
-            let (pool, config, data) = (pool.clone(), q.sqlite_config(SETTLEMENT_QUEUE), jobs.clone());
-            monitor.register(move |_| {
-                let backend = SqliteStorage::<SettleTransfer>::new(&pool).with_config(config.clone());
-                WorkerBuilder::new(worker_name("settlement"))
-                    .backend(PollWith::new(backend, Tick::every(POLL_EVERY)))
-                    .concurrency(SETTLEMENT_CONCURRENCY)
-                    .data(data.clone())
-                    .build(jobs::settle_transfer::handle)
-            })
-        }
-    };
+    // One worker per queue; the same shape on both backends (apalis has no
+    // type-erased backend, hence the macro).
+    macro_rules! register {
+        ($monitor:expr, $job:ty, $queue:expr, $name:expr, $concurrency:expr, $handler:path) => {
+            match &jobs.queues {
+                q @ Queues::Redis { conn, .. } => {
+                    let (conn, config, data) = (conn.clone(), q.redis_config($queue), jobs.clone());
+                    $monitor.register(move |_| {
+                        let backend = RedisStorage::<$job>::new(conn.clone()).with_config(config.clone());
+                        WorkerBuilder::new(worker_name($name))
+                            .backend(PollWith::new(backend, Tick::every(POLL_EVERY)))
+                            .concurrency($concurrency)
+                            .data(data.clone())
+                            .build($handler)
+                    })
+                }
+                q @ Queues::Embedded { pool, .. } => {
+                    let (pool, config, data) = (pool.clone(), q.sqlite_config($queue), jobs.clone());
+                    $monitor.register(move |_| {
+                        let backend = SqliteStorage::<$job>::new(&pool).with_config(config.clone());
+                        WorkerBuilder::new(worker_name($name))
+                            .backend(PollWith::new(backend, Tick::every(POLL_EVERY)))
+                            .concurrency($concurrency)
+                            .data(data.clone())
+                            .build($handler)
+                    })
+                }
+            }
+        };
+    }
+    let monitor = register!(monitor, SettleTransfer, SETTLEMENT_QUEUE, "settlement", SETTLEMENT_CONCURRENCY, jobs::settle_transfer::handle);
+    let monitor = register!(monitor, SendEmail, EMAIL_QUEUE, "email", EMAIL_CONCURRENCY, jobs::send_email::handle);
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;

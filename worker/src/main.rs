@@ -13,12 +13,13 @@ async fn main() {
         fail_config("REDIS_URL", "must start with redis:// or rediss://");
     }
     let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "corebank".into());
+    let (mailer, email_retry) = worker::email_settings().unwrap_or_else(|(var, why)| fail_config(&var, &why));
     let result = async {
         let db = connect_database(&database_url, &worker::process::WORKER_DB_STATEMENTS).await?;
         let queues = queue::Queues::redis(&redis_url, &prefix).await?;
         let events = queue::EventBus::redis(&redis_url, &prefix).await?;
         tracing::info!(redis.prefix = %prefix, "worker started");
-        worker::run(Arc::new(worker::Jobs { db, queues, events }), shutdown_signal()).await
+        worker::run(Arc::new(worker::Jobs { db, queues, events, mailer, email_retry }), shutdown_signal()).await
     }
     .await;
     match result {

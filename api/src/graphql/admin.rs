@@ -8,6 +8,7 @@ use ledger::transfers::TransferFilter;
 use super::accounts::{Account, AccountKind, AccountStatus};
 use super::scalars::{DateTime, Decimal};
 use super::transfers::{Transfer, TransferKind, TransferStatus, TrialBalanceLine};
+use super::notifications::Notification;
 use super::users::{Role, User};
 use super::{Conn, Gql, admin, connection, parse_id, state};
 
@@ -82,6 +83,14 @@ impl AdminQueries {
         Ok(connection(rows, page.after.is_some(), |a| Cursor { created_at: a.created_at, id: a.id }, AuditEntry))
     }
 
+    /// ADMIN. The dead-letter list: notifications whose email could not be delivered.
+    async fn failed_notifications(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Notification>> {
+        admin(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let rows = ledger::notify::failed(&state(ctx).db, page).await.gql()?;
+        Ok(connection(rows, page.after.is_some(), |n| Cursor { created_at: n.created_at, id: n.id }, Notification))
+    }
+
     /// ADMIN. One line per currency in use; `net` is always zero.
     async fn trial_balance(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TrialBalanceLine>> {
         admin(ctx)?;
@@ -131,6 +140,17 @@ impl AdminMutations {
         let s = state(ctx);
         let initiated = ledger::transfers::reverse(&s.db, &v, id, &reason).await.gql()?;
         Ok(super::transfers::hand_over(s, initiated).await)
+    }
+
+    /// ADMIN. Queues a dead-lettered notification's email again.
+    async fn retry_notification(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Notification> {
+        let v = admin(ctx)?;
+        let id = parse_id(&id, "notification")?;
+        let s = state(ctx);
+        let n = ledger::notify::retry(&s.db, &v, id).await.gql()?;
+        let event = ledger::events::LedgerEvent::Notification { user_id: n.user_id, notification_id: n.id };
+        queue::after_commit(&s.queues, &s.events, vec![event]).await;
+        Ok(Notification(n))
     }
 
     /// ADMIN. The last administrator cannot be demoted.

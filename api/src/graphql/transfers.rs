@@ -285,7 +285,7 @@ pub async fn hand_over(s: &AppState, initiated: ledger::transfers::Initiated) ->
         if let Err(e) = s.queues.push_settlement(SettleTransfer { transfer_id: initiated.transfer.id }).await {
             tracing::warn!(transfer.id = %initiated.transfer.id, error = %e, "settlement push failed; recovery sweep will retry");
         }
-        s.events.publish(initiated.events).await;
+        queue::after_commit(&s.queues, &s.events, initiated.events).await;
     }
     initiated.transfer.into()
 }

@@ -107,9 +107,10 @@ impl UserMutations {
     /// Creates a customer and signs them in. Public.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> async_graphql::Result<AuthPayload> {
         let s = state(ctx);
-        let session = ledger::auth::register(&s.db, &s.keys, &s.identity, &input.email, &input.password, &input.full_name)
+        let mut session = ledger::auth::register(&s.db, &s.keys, &s.identity, &input.email, &input.password, &input.full_name)
             .await
             .gql()?;
+        queue::after_commit(&s.queues, &s.events, std::mem::take(&mut session.events)).await;
         Ok(session.into())
     }
 
@@ -140,6 +141,9 @@ impl UserMutations {
     async fn resend_verification_email(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
         let s = state(ctx);
-        ledger::auth::resend_verification(&s.db, &v, &s.identity).await.gql()
+        let sent = ledger::auth::resend_verification(&s.db, &v, &s.identity).await.gql()?;
+        let any = sent.is_some();
+        queue::after_commit(&s.queues, &s.events, sent.into_iter().collect()).await;
+        Ok(any)
     }
 }

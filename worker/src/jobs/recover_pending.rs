@@ -43,5 +43,13 @@ pub async fn sweep_once(jobs: &Jobs) -> anyhow::Result<usize> {
     if !ids.is_empty() {
         tracing::info!(count = ids.len(), "re-enqueued stale pending transfers");
     }
+    // Emails due for a (re)try: the first attempt whose push was lost, and
+    // retries whose backoff has elapsed.
+    if jobs.mailer.is_some() {
+        let due = ledger::notify::claim_due_emails(&jobs.db, BATCH).await?;
+        for id in &due {
+            jobs.queues.push_email(ledger::jobs::SendEmail { notification_id: *id }).await?;
+        }
+    }
     Ok(ids.len())
 }

@@ -13,7 +13,7 @@ pub async fn handle(job: SettleTransfer, jobs: Data<Arc<Jobs>>) -> Result<(), Bo
     async move {
         match ledger::settlement::settle(&jobs.db, job.transfer_id).await {
             Ok((_, events)) => {
-                jobs.events.publish(events).await;
+                queue::after_commit(&jobs.queues, &jobs.events, events).await;
                 Ok(())
             }
             Err(e) => {
