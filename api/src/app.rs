@@ -20,6 +20,9 @@ pub struct AppState {
     pub identity: IdentityPolicy,
     pub money: ledger::transfers::MoneyPolicy,
     pub schema: CoreSchema,
+    pub limiter: crate::limits::Limiter,
+    pub requests_per_minute: u64,
+    pub graphiql: bool,
     /// Flips to true on SIGTERM; long-lived connections close on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -78,7 +81,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             public_url: config.public_url.clone(),
         },
         money: ledger::transfers::MoneyPolicy { email_verification_required: config.email_verification_required },
-        schema: graphql::build_schema(),
+        schema: graphql::build_schema(config.introspection),
+        limiter: match &config.redis_url {
+            Some(url) => crate::limits::Limiter::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+            None => crate::limits::Limiter::memory(),
+        },
+        requests_per_minute: config.requests_per_minute,
+        graphiql: config.graphiql,
         shutdown: stop_rx.clone(),
     };
 
@@ -102,7 +111,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         None
     };
     let router = crate::http::router(state);
-    axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx)).await?;
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await?;
     if let Some(w) = workers {
         w.await??;
     }

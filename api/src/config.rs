@@ -20,6 +20,21 @@ pub struct Config {
     pub public_url: String,
     /// Run the workers in this process (always so without Redis).
     pub with_worker: bool,
+    /// Introspection (and field-name suggestions in errors); off in production if wanted.
+    pub introspection: bool,
+    /// Serve the GraphiQL playground.
+    pub graphiql: bool,
+    /// GraphQL requests per minute per viewer (or per client address when anonymous).
+    pub requests_per_minute: u64,
+}
+
+fn flag(name: &str, default: bool) -> bool {
+    match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => default,
+        Some("on" | "true" | "1" | "yes") => true,
+        Some("off" | "false" | "0" | "no") => false,
+        Some(_) => fail_config(name, "must be on or off"),
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -89,6 +104,12 @@ impl Config {
         };
         let public_url = var("PUBLIC_URL").unwrap_or_else(|| format!("http://{bind_addr}"));
         let with_worker = with_worker_flag || redis_url.is_none();
+        let introspection = flag("GRAPHQL_INTROSPECTION", true);
+        let graphiql = flag("GRAPHIQL", true);
+        let requests_per_minute = match var("RATE_LIMIT_PER_MINUTE") {
+            None => 1200,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| fail_config("RATE_LIMIT_PER_MINUTE", "must be a positive whole number")),
+        };
         Config {
             database_url,
             redis_url,
@@ -101,6 +122,9 @@ impl Config {
             bootstrap_admin,
             public_url,
             with_worker,
+            introspection,
+            graphiql,
+            requests_per_minute,
         }
     }
 

@@ -17,7 +17,9 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(graphiql))
+        .route("/", get(|State(state): State<AppState>| async move {
+            if state.graphiql { graphiql().await.into_response() } else { StatusCode::NOT_FOUND.into_response() }
+        }))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/assets/graphiql/{file}", get(asset))
@@ -50,7 +52,12 @@ fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     // Only JSON: text/plain and form bodies are how cross-site requests sneak in.
     if !content_type.starts_with("application/json") && !content_type.starts_with("application/graphql-response+json") {
@@ -69,22 +76,44 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "request must be {\"query\": ..., \"variables\": {...}}");
         }
     };
-    let document_parses = async_graphql::parser::parse_query(&request.query).is_ok();
+    let parsed = async_graphql::parser::parse_query(&request.query);
+    let document_parses = parsed.is_ok();
+    if let Ok(doc) = &parsed {
+        let (aliases, operations) = crate::limits::document_shape(doc);
+        if aliases > crate::limits::MAX_ALIASES || operations > crate::limits::MAX_OPERATIONS {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "GRAPHQL_VALIDATION_FAILED",
+                &format!(
+                    "document too large: at most {} aliases and {} operations per request",
+                    crate::limits::MAX_ALIASES,
+                    crate::limits::MAX_OPERATIONS
+                ),
+            );
+        }
+    }
     let auth = authenticate(&state, headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
+    let bucket = match &auth {
+        Auth::Viewer(v) => format!("req:user:{}", v.user_id),
+        _ => format!("req:ip:{}", peer.ip()),
+    };
+    if state.limiter.hit(&bucket, std::time::Duration::from_secs(60)).await > state.requests_per_minute {
+        return error_body(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "too many requests; try again in a minute");
+    }
     let (accounts, users) = loaders::for_request(&state.db);
-    let request = request.data(state.clone()).data(auth).data(accounts).data(users);
+    let request = request.data(state.clone()).data(auth).data(accounts).data(users).data(crate::graphql::ClientIp(peer.ip()));
     let mut response = state.schema.execute(request).await;
     assign_codes(&mut response.errors, document_parses);
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn graphql_get(headers: HeaderMap) -> Response {
+async fn graphql_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    if wants_html {
+    if wants_html && state.graphiql {
         graphiql().await.into_response()
     } else {
         // Queries over GET would put tokens and inputs in URLs and logs.

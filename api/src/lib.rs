@@ -14,5 +14,6 @@ pub mod app;
 pub mod config;
 pub mod graphql;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod ws;

@@ -349,6 +349,28 @@ pub async fn logout(db: &DatabaseConnection, viewer: &Viewer, presented: &str) -
     Ok(res.rows_affected > 0)
 }
 
+/// Revokes every session of the user: refresh tokens, and access tokens via
+/// the token version they carry.
+pub async fn logout_all(db: &DatabaseConnection, viewer: &Viewer) -> LedgerResult<bool> {
+    let txn = db.begin().await?;
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(now()))
+        .filter(refresh_token::Column::UserId.eq(viewer.user_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::TokenVersion,
+            sea_orm::sea_query::ExprTrait::add(sea_orm::sea_query::Expr::col(user::Column::TokenVersion), 1),
+        )
+        .filter(user::Column::Id.eq(viewer.user_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
 pub async fn verify_email(db: &DatabaseConnection, token: &str) -> LedgerResult<user::Model> {
     let txn = crate::db::begin_write(db).await?;
     let invalid = || LedgerError::bad_input("verification token is invalid, expired or already used");

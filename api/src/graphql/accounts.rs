@@ -3,6 +3,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use entity::account;
 
+use super::access::{Access, access};
 use super::scalars::{DateTime, Decimal};
 use super::transfers::{Transfer, TransferStatus};
 use super::users::User;
@@ -50,7 +51,7 @@ impl AccountStatus {
 
 pub struct Account(pub account::Model);
 
-#[Object]
+#[Object(directive = access::apply("OWNER_OR_ADMIN".into()))]
 impl Account {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -117,6 +118,7 @@ pub struct AccountQueries;
 #[Object]
 impl AccountQueries {
     /// One of the viewer's accounts (admins: any). NOT_FOUND otherwise.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "account")?;
@@ -124,6 +126,7 @@ impl AccountQueries {
     }
 
     /// The viewer's accounts, newest first.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn accounts(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
         let v = viewer(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -137,6 +140,7 @@ pub struct AccountMutations;
 
 #[Object]
 impl AccountMutations {
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn open_account(&self, ctx: &Context<'_>, input: OpenAccountInput) -> async_graphql::Result<Account> {
         let v = viewer(ctx)?;
         let a = ledger::accounts::open(&state(ctx).db, &v, input.kind.as_str(), &input.currency, input.name.as_deref())
@@ -146,6 +150,7 @@ impl AccountMutations {
     }
 
     /// Only with a zero balance and no pending transfer.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn close_account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "account")?;

@@ -5,6 +5,7 @@ use entity::audit_entry;
 use ledger::page::{Cursor, PageRequest};
 use ledger::transfers::TransferFilter;
 
+use super::access::{Access, access};
 use super::accounts::{Account, AccountKind, AccountStatus};
 use super::scalars::{DateTime, Decimal};
 use super::transfers::{Transfer, TransferKind, TransferStatus, TrialBalanceLine};
@@ -14,7 +15,7 @@ use super::{Conn, Gql, admin, connection, parse_id, state};
 
 pub struct AuditEntry(audit_entry::Model);
 
-#[Object]
+#[Object(directive = access::apply("ADMIN".into()))]
 impl AuditEntry {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -46,6 +47,7 @@ pub struct AdminQueries;
 #[Object]
 impl AdminQueries {
     /// ADMIN. Users, searched by email or name.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn users(&self, ctx: &Context<'_>, search: Option<String>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<User>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -54,6 +56,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. Every customer account.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn all_accounts(&self, ctx: &Context<'_>, status: Option<AccountStatus>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -62,6 +65,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. Every transfer.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn all_transfers(
         &self,
         ctx: &Context<'_>,
@@ -76,6 +80,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. Who did what, newest first.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn audit_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<AuditEntry>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -84,6 +89,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. The dead-letter list: notifications whose email could not be delivered.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn failed_notifications(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Notification>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -92,6 +98,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. One line per currency in use; `net` is always zero.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn trial_balance(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TrialBalanceLine>> {
         admin(ctx)?;
         let lines = ledger::settlement::trial_balance(&state(ctx).db).await.gql()?;
@@ -113,6 +120,7 @@ pub struct AdminMutations;
 #[Object]
 impl AdminMutations {
     /// ADMIN. A frozen account can neither send nor receive.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn freeze_account(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Account> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "account")?;
@@ -120,6 +128,7 @@ impl AdminMutations {
     }
 
     /// ADMIN.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn unfreeze_account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "account")?;
@@ -127,6 +136,7 @@ impl AdminMutations {
     }
 
     /// ADMIN.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn change_account_kind(&self, ctx: &Context<'_>, id: ID, kind: AccountKind) -> async_graphql::Result<Account> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "account")?;
@@ -134,6 +144,7 @@ impl AdminMutations {
     }
 
     /// ADMIN. A REVERSAL transfer moving the money back; once per transfer.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn reverse_transfer(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Transfer> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "transfer")?;
@@ -143,6 +154,7 @@ impl AdminMutations {
     }
 
     /// ADMIN. Queues a dead-lettered notification's email again.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn retry_notification(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Notification> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "notification")?;
@@ -154,6 +166,7 @@ impl AdminMutations {
     }
 
     /// ADMIN. The last administrator cannot be demoted.
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
     async fn set_user_role(&self, ctx: &Context<'_>, user_id: ID, role: Role) -> async_graphql::Result<User> {
         let v = admin(ctx)?;
         let id = parse_id(&user_id, "user")?;

@@ -1,5 +1,6 @@
 //! The GraphQL schema: one file per domain noun, merged here.
 
+pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod errors;
@@ -32,17 +33,26 @@ pub struct MutationRoot(users::UserMutations, accounts::AccountMutations, transf
 
 pub type CoreSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
-pub fn build_schema() -> CoreSchema {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), subscriptions::SubscriptionRoot)
+pub fn build_schema(introspection: bool) -> CoreSchema {
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), subscriptions::SubscriptionRoot)
         .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+        .limit_complexity(MAX_COMPLEXITY);
+    if introspection {
+        builder.finish()
+    } else {
+        // Without introspection, "did you mean …" hints would leak the schema.
+        builder.disable_introspection().disable_suggestions().finish()
+    }
 }
 
 /// The SDL the server serves; `schema.graphql` must equal it.
 pub fn sdl() -> String {
-    build_schema().sdl()
+    build_schema(true).sdl()
 }
+
+/// The client's network address, for per-client limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub std::net::IpAddr);
 
 /// The authentication outcome of one request or WebSocket connection.
 #[derive(Clone, Debug)]
@@ -79,6 +89,7 @@ pub fn parse_id(id: &async_graphql::ID, what: &'static str) -> async_graphql::Re
 
 /// Extra fields every connection has.
 #[derive(async_graphql::SimpleObject)]
+#[graphql(directive = access::access::apply("OWNER_OR_ADMIN".into()))]
 pub struct ConnectionTotal {
     pub total_count: i32,
 }

@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Enum};
 use entity::{contact, notification};
 use ledger::page::{Cursor, PageRequest};
 
+use super::access::{Access, access};
 use super::scalars::DateTime;
 use super::{Conn, Gql, connection, parse_id, state, viewer};
 
@@ -17,7 +18,7 @@ pub enum EmailStatus {
 
 pub struct Notification(pub notification::Model);
 
-#[Object]
+#[Object(directive = access::apply("OWNER_OR_ADMIN".into()))]
 impl Notification {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -45,6 +46,7 @@ impl Notification {
 }
 
 #[derive(SimpleObject)]
+#[graphql(directive = access::apply("OWNER_OR_ADMIN".into()))]
 pub struct Contact {
     id: ID,
     name: String,
@@ -70,6 +72,7 @@ pub struct NotificationQueries;
 #[Object]
 impl NotificationQueries {
     /// The viewer's notifications, newest first.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn notifications(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Notification>> {
         let v = viewer(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -78,6 +81,7 @@ impl NotificationQueries {
     }
 
     /// The viewer's saved payees.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn contacts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Contact>> {
         let v = viewer(ctx)?;
         Ok(ledger::contacts::list(&state(ctx).db, &v).await.gql()?.into_iter().map(Contact::from).collect())
@@ -90,11 +94,13 @@ pub struct ContactMutations;
 #[Object]
 impl ContactMutations {
     /// Saves a payee; the account number must exist (confirmation of payee).
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn add_contact(&self, ctx: &Context<'_>, input: AddContactInput) -> async_graphql::Result<Contact> {
         let v = viewer(ctx)?;
         Ok(ledger::contacts::add(&state(ctx).db, &v, &input.name, &input.account_number).await.gql()?.into())
     }
 
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn remove_contact(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "contact")?;

@@ -10,12 +10,14 @@ use futures::{Stream, StreamExt};
 use ledger::events::LedgerEvent;
 use tokio::sync::broadcast;
 
+use super::access::{Access, access};
 use super::notifications::Notification;
 use super::scalars::{DateTime, Decimal};
 use super::transfers::Transfer;
 use super::{Gql, parse_id, state, viewer};
 
 #[derive(SimpleObject, Clone)]
+#[graphql(directive = access::apply("OWNER_OR_ADMIN".into()))]
 pub struct BalanceUpdate {
     account_id: ID,
     balance: Decimal,
@@ -47,6 +49,7 @@ pub struct SubscriptionRoot;
 #[Subscription]
 impl SubscriptionRoot {
     /// Owner or admin; one event per change of balance or availableBalance.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn balance_changed(&self, ctx: &Context<'_>, account_id: ID) -> async_graphql::Result<impl Stream<Item = BalanceUpdate>> {
         let v = viewer(ctx)?;
         let s = state(ctx);
@@ -69,6 +72,7 @@ impl SubscriptionRoot {
     }
 
     /// The viewer's transfers (one account, or all of them) as they change.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn transfer_updated(&self, ctx: &Context<'_>, account_id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Transfer>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
@@ -99,6 +103,7 @@ impl SubscriptionRoot {
     }
 
     /// New notifications of the viewer.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn notification_received(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Notification>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();

@@ -10,6 +10,7 @@ use ledger::page::{Cursor, PageRequest};
 use ledger::transfers::{Destination, MoneyRequest, TransferFilter};
 use uuid::Uuid;
 
+use super::access::{Access, access};
 use super::accounts::Account;
 use super::scalars::{DateTime, Decimal};
 use super::{Conn, Gql, connection, parse_id, state, viewer};
@@ -111,7 +112,7 @@ pub struct Party {
     visible: bool,
 }
 
-#[Object]
+#[Object(directive = access::apply("OWNER_OR_ADMIN".into()))]
 impl Party {
     async fn account_number(&self) -> &str {
         &self.account.number
@@ -155,7 +156,7 @@ async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<
     Ok(Some(Party { account, holder_name, visible }))
 }
 
-#[Object]
+#[Object(directive = access::apply("OWNER_OR_ADMIN".into()))]
 impl Transfer {
     async fn id(&self) -> ID {
         ID(self.model.id.to_string())
@@ -246,6 +247,7 @@ pub struct TransferQueries;
 #[Object]
 impl TransferQueries {
     /// Visible to either party's owner and to admins; NOT_FOUND otherwise.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn transfer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "transfer")?;
@@ -254,6 +256,7 @@ impl TransferQueries {
 
     /// The viewer's transfers in both directions, newest first.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn transfers(
         &self,
         ctx: &Context<'_>,
@@ -296,6 +299,7 @@ pub struct TransferMutations;
 #[Object]
 impl TransferMutations {
     /// Simulated cash deposit into one of the viewer's accounts; PENDING until settled.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn deposit(&self, ctx: &Context<'_>, input: DepositInput) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
@@ -307,6 +311,7 @@ impl TransferMutations {
     }
 
     /// Simulated cash withdrawal; the amount is held at once.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn withdraw(&self, ctx: &Context<'_>, input: WithdrawInput) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
@@ -318,6 +323,7 @@ impl TransferMutations {
     }
 
     /// Sends money to another account of the same currency.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn transfer(&self, ctx: &Context<'_>, input: TransferInput) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
@@ -334,6 +340,7 @@ impl TransferMutations {
 }
 
 #[derive(SimpleObject)]
+#[graphql(directive = access::apply("ADMIN".into()))]
 pub struct TrialBalanceLine {
     pub currency: String,
     /// Sum of all customer account balances.

@@ -3,6 +3,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use entity::user;
 
+use super::access::{Access, access};
 use super::accounts::Account;
 use super::scalars::DateTime;
 use super::{Conn, Gql, connection, state, viewer};
@@ -22,7 +23,7 @@ impl Role {
 
 pub struct User(pub user::Model);
 
-#[Object]
+#[Object(directive = access::apply("OWNER_OR_ADMIN".into()))]
 impl User {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -55,6 +56,7 @@ impl User {
 }
 
 #[derive(SimpleObject)]
+#[graphql(directive = access::apply("OWNER_OR_ADMIN".into()))]
 pub struct AuthPayload {
     access_token: String,
     refresh_token: String,
@@ -86,6 +88,7 @@ pub struct UserQueries;
 #[Object]
 impl UserQueries {
     /// The signed-in user.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let v = viewer(ctx)?;
         let u = user::Entity::find_by_id(v.user_id)
@@ -105,6 +108,7 @@ pub struct UserMutations;
 #[Object]
 impl UserMutations {
     /// Creates a customer and signs them in. Public.
+    #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> async_graphql::Result<AuthPayload> {
         let s = state(ctx);
         let mut session = ledger::auth::register(&s.db, &s.keys, &s.identity, &input.email, &input.password, &input.full_name)
@@ -115,29 +119,68 @@ impl UserMutations {
     }
 
     /// Public. Fails with INVALID_CREDENTIALS whether the email exists or not.
+    #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> async_graphql::Result<AuthPayload> {
+        use crate::limits::{LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_CLIENT, LOGIN_WINDOW, account_key};
         let s = state(ctx);
-        Ok(ledger::auth::login(&s.db, &s.keys, &input.email, &input.password).await.gql()?.into())
+        // Checked before the password: a locked account answers the same
+        // whatever is typed, so guessing stops working for the window.
+        let account = account_key(&input.email);
+        let client = ctx.data_opt::<super::ClientIp>().map(|ip| format!("login:ip:{}", ip.0));
+        let mut limited = s.limiter.count(&account, LOGIN_WINDOW).await >= LOGIN_FAILURES_PER_ACCOUNT;
+        if let Some(c) = &client {
+            limited |= s.limiter.count(c, LOGIN_WINDOW).await >= LOGIN_FAILURES_PER_CLIENT;
+        }
+        if limited {
+            return Err(super::errors::to_gql(ledger::LedgerError::RateLimited));
+        }
+        match ledger::auth::login(&s.db, &s.keys, &input.email, &input.password).await {
+            Ok(session) => {
+                s.limiter.reset(&account).await;
+                Ok(session.into())
+            }
+            Err(e) => {
+                if matches!(e, ledger::LedgerError::InvalidCredentials) {
+                    s.limiter.hit(&account, LOGIN_WINDOW).await;
+                    if let Some(c) = &client {
+                        s.limiter.hit(c, LOGIN_WINDOW).await;
+                    }
+                }
+                Err(super::errors::to_gql(e))
+            }
+        }
     }
 
     /// Public. Rotates: the presented token stops working.
+    #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
     async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> async_graphql::Result<AuthPayload> {
         let s = state(ctx);
         Ok(ledger::auth::refresh(&s.db, &s.keys, &refresh_token).await.gql()?.into())
     }
 
     /// Revokes the given refresh token.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
         ledger::auth::logout(&state(ctx).db, &v, &refresh_token).await.gql()
     }
 
+    /// Signs out everywhere: revokes every refresh token and every access
+    /// token issued so far.
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
+    async fn logout_all(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let v = viewer(ctx)?;
+        ledger::auth::logout_all(&state(ctx).db, &v).await.gql()
+    }
+
     /// Public. Consumes the single-use token sent by email.
+    #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
     async fn verify_email(&self, ctx: &Context<'_>, token: String) -> async_graphql::Result<User> {
         Ok(User(ledger::auth::verify_email(&state(ctx).db, &token).await.gql()?))
     }
 
     /// Sends a fresh verification email (at most one a minute).
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn resend_verification_email(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
         let s = state(ctx);

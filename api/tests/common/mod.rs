@@ -113,6 +113,11 @@ const CONFIG_VARS: &[&str] = &[
     "BOOTSTRAP_ADMIN_PASSWORD",
     "PUBLIC_URL",
     "RUST_LOG",
+    "RATE_LIMIT_PER_MINUTE",
+    "GRAPHQL_INTROSPECTION",
+    "GRAPHIQL",
+    "EMAIL_RETRY_BASE_SECS",
+    "EMAIL_MAX_ATTEMPTS",
 ];
 
 pub const TRANSFER_FIELDS: &str = "id kind status amount currency memo failureReason idempotencyKey \
@@ -389,6 +394,8 @@ impl TestAppBuilder {
         env.push(("BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()));
         env.push(("BOOTSTRAP_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()));
         env.push(("RUST_LOG".into(), "info,sqlx=warn".into()));
+        // Tests poll hard; the per-viewer request limit has its own test.
+        env.push(("RATE_LIMIT_PER_MINUTE".into(), "1000000".into()));
         env.extend(self.extra_env);
 
         let port = free_port();
@@ -2143,4 +2150,551 @@ pub fn ws_error_list(message: &Value) -> Vec<Value> {
         .clone();
     check_response(json!({ "errors": list.clone() }));
     list
+}
+
+// ---------------------------------------------------------------------------
+// SMTP sink for the email tests (tests/smtp_sink.py)
+// ---------------------------------------------------------------------------
+
+impl TestAppBuilder {
+    /// Turns email delivery on for the api and every worker: `SMTP_URL` set
+    /// to `addr` (`127.0.0.1:<port>`, or a whole `smtp://` URL).
+    pub fn smtp(self, addr: &str) -> Self {
+        let url = if addr.starts_with("smtp://") || addr.starts_with("smtps://") {
+            addr.to_string()
+        } else {
+            format!("smtp://{addr}")
+        };
+        self.env("SMTP_URL", &url)
+    }
+}
+
+/// One message the sink stored, parsed just enough for the tests.
+#[derive(Clone, Debug)]
+pub struct ParsedMail {
+    /// Envelope recipients (RCPT TO), lower-cased, joined with ", ".
+    pub to: String,
+    /// The `To:` header as sent.
+    pub header_to: String,
+    pub from: String,
+    /// The `Subject:` header, RFC 2047 encoded words decoded.
+    pub subject: String,
+    /// The text/plain part, transfer encoding (quoted-printable, base64)
+    /// decoded; empty when the message has none.
+    pub text: String,
+    /// The text/html part, decoded, when there is one.
+    pub html: Option<String>,
+    /// Every top-level content type seen (`multipart/alternative`, ...).
+    pub content_type: String,
+    pub file: PathBuf,
+}
+
+impl ParsedMail {
+    /// Whether `email` is one of the envelope recipients.
+    pub fn is_to(&self, email: &str) -> bool {
+        let email = email.to_lowercase();
+        self.to.split(", ").any(|r| r == email)
+    }
+
+    /// The first `token=<64 hex chars>` of the text part.
+    pub fn token(&self) -> Option<String> {
+        extract_token(&self.text)
+    }
+}
+
+/// The first `token=<64 hex chars>` in `text`.
+pub fn extract_token(text: &str) -> Option<String> {
+    let mut rest = text;
+    while let Some(pos) = rest.find("token=") {
+        let after = &rest[pos + "token=".len()..];
+        let hex: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect();
+        if hex.len() == 64 {
+            return Some(hex);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// `python3 tests/smtp_sink.py <port> <dir>`: an SMTP server on 127.0.0.1
+/// that stores every message as an `.eml` file. Killed when dropped; its
+/// directory is removed unless the test panicked.
+pub struct SmtpSink {
+    pub port: u16,
+    /// Where the `.eml` files land.
+    pub dir: PathBuf,
+    root: PathBuf,
+    reject_rcpt: Vec<String>,
+    child: Option<Child>,
+    stdin: Option<tokio::process::ChildStdin>,
+    starts: usize,
+}
+
+impl SmtpSink {
+    /// Starts a sink on a free port; panics (never skips) when python3 or
+    /// aiosmtpd are missing.
+    pub async fn start() -> SmtpSink {
+        SmtpSink::start_with(&[]).await
+    }
+
+    /// A sink that answers `550 mailbox unavailable` to every recipient
+    /// containing one of `reject_rcpt`.
+    pub async fn start_with(reject_rcpt: &[&str]) -> SmtpSink {
+        let root = std::env::temp_dir()
+            .join("corebank-tests")
+            .join(format!("smtp-{}", Uuid::new_v4().simple()));
+        let dir = root.join("mail");
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let mut sink = SmtpSink {
+            port: 0,
+            dir,
+            root,
+            reject_rcpt: reject_rcpt.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            stdin: None,
+            starts: 0,
+        };
+        // A free port can be taken between `free_port` and the sink's bind.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            sink.port = free_port();
+            match sink.launch().await {
+                Ok(()) => return sink,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("the SMTP sink did not start: {last_error}");
+    }
+
+    /// `127.0.0.1:<port>`, for `TestAppBuilder::smtp`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("sink.log")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    async fn launch(&mut self) -> Result<(), String> {
+        self.starts += 1;
+        let script = repo_root().join("tests").join("smtp_sink.py");
+        let ready_file = self.root.join(format!("ready-{}.out", self.starts));
+        let log = self.log_path();
+        let stdout = std::fs::File::create(&ready_file)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", ready_file.display()));
+        let (_, stderr) = open_log(&log);
+        let mut command = Command::new("python3");
+        command
+            .arg(&script)
+            .arg(self.port.to_string())
+            .arg(&self.dir)
+            .arg("--exit-on-stdin-eof");
+        for r in &self.reject_rcpt {
+            command.arg("--reject-rcpt").arg(r);
+        }
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(stdout))
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run python3 for the SMTP sink ({e}): the email tests need python3 \
+                 with aiosmtpd (scripts/services.sh installs it); tests are never skipped"
+            )
+        });
+        let stdin = child.stdin.take();
+        let timeout = Duration::from_secs(30);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::fs::read_to_string(&ready_file)
+                .map(|s| s.lines().any(|l| l.trim() == "READY"))
+                .unwrap_or(false)
+            {
+                self.child = Some(child);
+                self.stdin = stdin;
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = log_tail(&log, 20);
+                if status.code() == Some(3) || tail.contains("aiosmtpd is missing") {
+                    panic!(
+                        "the SMTP sink cannot run: {tail}\n(the email tests need python3 with \
+                         aiosmtpd; run scripts/services.sh; tests are never skipped)"
+                    );
+                }
+                return Err(format!(
+                    "{} exited with {status} on port {}; log {}:\n{tail}",
+                    script.display(),
+                    self.port,
+                    log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.start_kill();
+                panic!(
+                    "the SMTP sink printed no READY within {timeout:?}; log {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Takes the mail server down (SIGKILL): connections to its port are
+    /// refused until `start_again`.
+    pub async fn stop(&mut self) {
+        self.stdin = None;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts the sink again on the same port and directory.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the SMTP sink is already running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.launch().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("the SMTP sink did not start again on port {}: {e}", self.port)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Every message stored so far, oldest first.
+    pub fn messages(&self) -> Vec<ParsedMail> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|dir| {
+                dir.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|path| {
+                let bytes = std::fs::read(&path).ok()?;
+                Some(parse_mail(&bytes, path))
+            })
+            .collect()
+    }
+
+    /// The messages whose envelope recipients include `email`.
+    pub fn messages_to(&self, email: &str) -> Vec<ParsedMail> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.is_to(email))
+            .collect()
+    }
+
+    /// A one-line-per-message summary, for failure messages.
+    pub fn summary(&self) -> String {
+        let messages = self.messages();
+        let mut out = format!("{} message(s) at the sink {}:", messages.len(), self.dir.display());
+        for m in messages {
+            let _ = write!(out, "\n  to {} | {}", m.to, m.subject);
+        }
+        out
+    }
+
+    /// Polls the stored messages every 100 ms until `pred` holds for them
+    /// and returns them; panics after `timeout` with a summary.
+    pub async fn wait_for(
+        &self,
+        pred: impl Fn(&[ParsedMail]) -> bool,
+        timeout: Duration,
+    ) -> Vec<ParsedMail> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let messages = self.messages();
+            if pred(&messages) {
+                return messages;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the SMTP sink did not get the expected messages within {timeout:?}; {}\n\
+                     sink log {}:\n{}",
+                    self.summary(),
+                    self.log_path().display(),
+                    log_tail(&self.log_path(), 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the first message matching `pred` and returns it.
+    pub async fn wait_for_message(
+        &self,
+        pred: impl Fn(&ParsedMail) -> bool,
+        timeout: Duration,
+    ) -> ParsedMail {
+        let messages = self
+            .wait_for(|ms| ms.iter().any(&pred), timeout)
+            .await;
+        messages
+            .into_iter()
+            .find(|m| pred(m))
+            .expect("wait_for returned a matching message")
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "\n==== SMTP sink kept in {} ====\n{}\n---- tail of {} ----\n{}\n",
+                self.root.display(),
+                self.summary(),
+                self.log_path().display(),
+                log_tail(&self.log_path(), 30)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Splits a message (or a MIME part) into unfolded headers (names
+/// lower-cased) and body; line ends are normalised to `\n`.
+fn split_mail(text: &str) -> (Vec<(String, String)>, String) {
+    let text = text.replace("\r\n", "\n");
+    let (head, body) = match text.find("\n\n") {
+        Some(pos) => (&text[..pos], text[pos + 2..].to_string()),
+        None => (text.as_str(), String::new()),
+    };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_lowercase(), value.trim().to_string()));
+        }
+    }
+    (headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The value of parameter `name` of a header such as `Content-Type`.
+fn header_param(value: &str, name: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Decodes quoted-printable: soft line breaks `=\n` vanish, `=XX` is a byte.
+pub fn decode_quoted_printable(input: &str) -> String {
+    let input = input.replace("\r\n", "\n");
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            if bytes.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            if let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) {
+                let hex = |c: u8| (c as char).to_digit(16);
+                if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes standard base64, ignoring whitespace and padding.
+pub fn decode_base64(input: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for c in input.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => continue,
+        };
+        buffer = (buffer << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Decodes RFC 2047 encoded words (`=?utf-8?b?...?=`, `=?utf-8?q?...?=`).
+fn decode_encoded_words(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    let mut last_was_word = false;
+    while let Some(start) = rest.find("=?") {
+        let Some(end) = rest[start + 2..].find("?=").map(|e| start + 2 + e) else {
+            break;
+        };
+        let word = &rest[start + 2..end];
+        let parts: Vec<&str> = word.splitn(3, '?').collect();
+        let decoded = match parts.as_slice() {
+            [_charset, enc, data] if enc.eq_ignore_ascii_case("b") => {
+                Some(String::from_utf8_lossy(&decode_base64(data)).into_owned())
+            }
+            [_charset, enc, data] if enc.eq_ignore_ascii_case("q") => {
+                Some(decode_quoted_printable(&data.replace('_', " ")))
+            }
+            _ => None,
+        };
+        let between = &rest[..start];
+        match decoded {
+            Some(d) => {
+                // Whitespace between two encoded words is not part of the text.
+                if !(last_was_word && between.trim().is_empty()) {
+                    out.push_str(between);
+                }
+                out.push_str(&d);
+                last_was_word = true;
+            }
+            None => {
+                out.push_str(&rest[..end + 2]);
+                last_was_word = false;
+            }
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A part's body with its `Content-Transfer-Encoding` undone.
+fn decode_part_body(headers: &[(String, String)], body: &str) -> String {
+    let encoding = header(headers, "content-transfer-encoding")
+        .unwrap_or("7bit")
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "quoted-printable" => decode_quoted_printable(body),
+        "base64" => String::from_utf8_lossy(&decode_base64(body)).into_owned(),
+        _ => body.to_string(),
+    }
+}
+
+/// Collects the first text/plain and text/html parts, descending into
+/// multiparts.
+fn collect_parts(
+    headers: &[(String, String)],
+    body: &str,
+    text: &mut Option<String>,
+    html: &mut Option<String>,
+) {
+    let content_type = header(headers, "content-type").unwrap_or("text/plain");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime.starts_with("multipart/") {
+        let Some(boundary) = header_param(content_type, "boundary") else {
+            return;
+        };
+        let delimiter = format!("--{boundary}");
+        let mut current: Option<Vec<&str>> = None;
+        for line in body.split('\n') {
+            let trimmed = line.trim_end();
+            if trimmed == delimiter || trimmed == format!("{delimiter}--") {
+                if let Some(lines) = current.take() {
+                    let (h, b) = split_mail(&lines.join("\n"));
+                    collect_parts(&h, &b, text, html);
+                }
+                if trimmed == delimiter {
+                    current = Some(Vec::new());
+                }
+            } else if let Some(lines) = current.as_mut() {
+                lines.push(line);
+            }
+        }
+    } else if mime == "text/plain" && text.is_none() {
+        *text = Some(decode_part_body(headers, body));
+    } else if mime == "text/html" && html.is_none() {
+        *html = Some(decode_part_body(headers, body));
+    }
+}
+
+/// Parses a stored `.eml` file (see `tests/smtp_sink.py`).
+pub fn parse_mail(bytes: &[u8], file: PathBuf) -> ParsedMail {
+    let raw = String::from_utf8_lossy(bytes);
+    let (headers, body) = split_mail(&raw);
+    let header_to = header(&headers, "to").unwrap_or("").to_string();
+    let to = match header(&headers, "x-envelope-to") {
+        Some(envelope) => envelope.to_lowercase(),
+        None => {
+            // Fall back to the address inside <...> of the To: header.
+            let t = header_to.as_str();
+            match (t.find('<'), t.rfind('>')) {
+                (Some(a), Some(b)) if a < b => t[a + 1..b].to_lowercase(),
+                _ => t.trim().to_lowercase(),
+            }
+        }
+    };
+    let mut text = None;
+    let mut html = None;
+    collect_parts(&headers, &body, &mut text, &mut html);
+    ParsedMail {
+        to,
+        header_to,
+        from: header(&headers, "from").unwrap_or("").to_string(),
+        subject: decode_encoded_words(header(&headers, "subject").unwrap_or("")),
+        text: text.unwrap_or_default(),
+        html,
+        content_type: header(&headers, "content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+        file,
+    }
 }
