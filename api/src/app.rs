@@ -21,6 +21,7 @@ pub struct AppState {
     pub money: ledger::transfers::MoneyPolicy,
     pub schema: CoreSchema,
     pub limiter: crate::limits::Limiter,
+    pub bills: queue::BillCache,
     pub requests_per_minute: u64,
     pub graphiql: bool,
     /// Flips to true on SIGTERM; long-lived connections close on it.
@@ -57,6 +58,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             (Queues::embedded(pool, &config.redis_prefix).await?, EventBus::in_process())
         }
     };
+    let bills = match &config.redis_url {
+        Some(url) => queue::BillCache::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+        None => queue::BillCache::memory(),
+    };
     let secret = match &config.jwt_secret {
         Some(s) => s.clone(),
         None => {
@@ -87,6 +92,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             None => crate::limits::Limiter::memory(),
         },
         requests_per_minute: config.requests_per_minute,
+        bills: bills.clone(),
         graphiql: config.graphiql,
         shutdown: stop_rx.clone(),
     };
@@ -105,7 +111,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
 
     let workers = if let Some(db) = worker_db {
-        let jobs = Arc::new(worker::Jobs { db, queues, events, mailer, email_retry });
+        let jobs = Arc::new(worker::Jobs { db, queues, events, mailer, email_retry, bills });
         Some(tokio::spawn(worker::run(jobs, stopped(stop_rx.clone()))))
     } else {
         None

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod audit_entry;
+pub mod bill_payment;
 pub mod contact;
 pub mod email_verification;
 pub mod ledger_entry;
@@ -14,4 +15,6 @@ pub mod notification;
 pub mod refresh_token;
 pub mod setting;
 pub mod transfer;
+pub mod utility_link;
+pub mod utility_provider;
 pub mod user;

@@ -14,3 +14,15 @@ pub struct SettleTransfer {
 pub struct SendEmail {
     pub notification_id: Uuid,
 }
+
+/// Fetch one linked utility account's bills into the cache.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshBills {
+    pub link_id: Uuid,
+}
+
+/// Tell the provider about a settled bill payment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportBillPayment {
+    pub payment_id: Uuid,
+}

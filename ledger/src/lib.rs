@@ -14,6 +14,7 @@
 pub mod account_number;
 pub mod accounts;
 pub mod admin;
+pub mod bills;
 pub mod auth;
 pub mod contacts;
 pub mod db;

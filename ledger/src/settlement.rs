@@ -117,6 +117,11 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
             let dst = apply(&txn, destination, t.amount_minor, 0).await?;
             events.extend([&src, &dst].into_iter().filter(|a| !a.is_system).map(|a| transfers::balance_event(a, Some(t.id))));
             events.extend(notify_settled(&txn, &t, &src, &dst, currency).await?);
+            if t.kind == transfers::BILL_PAYMENT
+                && let Some(p) = crate::bills::on_settled(&txn, t.id, true).await?
+            {
+                events.push(LedgerEvent::BillPaymentSettled { payment_id: p.id, user_id: t.initiated_by });
+            }
             Outcome::Completed
         }
         Err(reason) => {
@@ -125,6 +130,10 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
                 events.push(transfers::balance_event(&src, Some(t.id)));
             }
             events.extend(notify_failed(&txn, &t, reason, currency).await?);
+            if t.kind == transfers::BILL_PAYMENT {
+                crate::bills::on_settled(&txn, t.id, false).await?;
+                events.push(LedgerEvent::BillsChanged { user_id: t.initiated_by });
+            }
             Outcome::Failed(reason)
         }
     };

@@ -57,6 +57,7 @@ pub enum MoneyRequest {
     Deposit { account_id: Uuid },
     Withdraw { account_id: Uuid },
     Transfer { from_account_id: Uuid, to: Destination, memo: Option<String> },
+    BillPayment { from_account_id: Uuid, bill: Box<crate::bills::BillToPay> },
 }
 
 /// Policy switches that come from configuration.
@@ -84,6 +85,7 @@ struct Plan {
     destination: Option<account::Model>,
     memo: Option<String>,
     fingerprint: String,
+    bill: Option<Box<crate::bills::BillToPay>>,
 }
 
 pub async fn initiate(
@@ -144,6 +146,10 @@ pub async fn initiate(
         let src = place_hold(&txn, src.id, plan.amount).await?;
         events.push(balance_event(&src, Some(inserted.id)));
     }
+    if let Some(bill) = &plan.bill {
+        crate::bills::record_payment(&txn, bill, inserted.id, plan.amount.minor()).await?;
+        events.push(LedgerEvent::BillsChanged { user_id: viewer.user_id });
+    }
     txn.commit().await?;
     events.push(transfer_event(&inserted, plan.source.as_ref(), plan.destination.as_ref()));
     tracing::info!(transfer.id = %inserted.id, transfer.kind = plan.kind, amount_minor = plan.amount.minor(), "transfer accepted");
@@ -193,14 +199,14 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
             let currency = Currency::parse(&acc.currency)?;
             let amount = Amount::parse(amount, currency)?;
             let fingerprint = request_fingerprint(&[DEPOSIT, &acc.id.to_string(), &amount.minor().to_string()]);
-            Ok(Plan { kind: DEPOSIT, amount, currency, source: None, destination: Some(acc), memo: None, fingerprint })
+            Ok(Plan { kind: DEPOSIT, amount, currency, source: None, destination: Some(acc), memo: None, fingerprint, bill: None })
         }
         MoneyRequest::Withdraw { account_id } => {
             let acc = accounts::get_for_viewer(db, viewer, account_id).await?;
             let currency = Currency::parse(&acc.currency)?;
             let amount = Amount::parse(amount, currency)?;
             let fingerprint = request_fingerprint(&[WITHDRAWAL, &acc.id.to_string(), &amount.minor().to_string()]);
-            Ok(Plan { kind: WITHDRAWAL, amount, currency, source: Some(acc), destination: None, memo: None, fingerprint })
+            Ok(Plan { kind: WITHDRAWAL, amount, currency, source: Some(acc), destination: None, memo: None, fingerprint, bill: None })
         }
         MoneyRequest::Transfer { from_account_id, to, memo } => {
             let src = accounts::get_for_viewer(db, viewer, from_account_id).await?;
@@ -233,7 +239,28 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
                 &amount.minor().to_string(),
                 memo.as_deref().unwrap_or(""),
             ]);
-            Ok(Plan { kind: TRANSFER, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint })
+            Ok(Plan { kind: TRANSFER, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint, bill: None })
+        }
+        MoneyRequest::BillPayment { from_account_id, bill } => {
+            let src = accounts::get_for_viewer(db, viewer, from_account_id).await?;
+            let currency = Currency::parse(&src.currency)?;
+            if !bill.bill.currency.eq_ignore_ascii_case(currency.code()) || bill.provider.currency != currency.code() {
+                return Err(LedgerError::CurrencyMismatch);
+            }
+            let amount = Amount::parse(&bill.bill.amount, currency)?;
+            let dst = account::Entity::find_by_id(bill.provider.settlement_account_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| LedgerError::internal("provider settlement account missing"))?;
+            let memo = Some(format!("{} bill {}", bill.provider.name, bill.bill.reference));
+            let fingerprint = request_fingerprint(&[
+                BILL_PAYMENT,
+                &src.id.to_string(),
+                &bill.provider.id.to_string(),
+                &bill.bill.reference,
+                &amount.minor().to_string(),
+            ]);
+            Ok(Plan { kind: BILL_PAYMENT, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint, bill: Some(bill) })
         }
     }
 }
@@ -248,6 +275,11 @@ fn check_business_rules(viewer: &Viewer, policy: MoneyPolicy, plan: &Plan) -> Le
     }
     if let Some(src) = &plan.source {
         ensure_active(src)?;
+    }
+    if let Some(bill) = &plan.bill
+        && bill.bill.status.eq_ignore_ascii_case("PAID")
+    {
+        return Err(LedgerError::bad_input("the provider reports this bill as already paid"));
     }
     if let Some(dst) = &plan.destination {
         ensure_active(dst)?;

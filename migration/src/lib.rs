@@ -9,13 +9,14 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_foundation;
 mod m0002_email_delivery;
+mod m0003_bills;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_foundation::Migration), Box::new(m0002_email_delivery::Migration)]
+        vec![Box::new(m0001_foundation::Migration), Box::new(m0002_email_delivery::Migration), Box::new(m0003_bills::Migration)]
     }
 }
 

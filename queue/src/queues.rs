@@ -3,10 +3,12 @@ use std::time::Duration;
 use apalis::prelude::TaskSink;
 use apalis_redis::{ConnectionManager, RedisStorage};
 use apalis_sqlite::{SqlitePool, SqliteStorage};
-use ledger::jobs::{SendEmail, SettleTransfer};
+use ledger::jobs::{RefreshBills, ReportBillPayment, SendEmail, SettleTransfer};
 
 pub const SETTLEMENT_QUEUE: &str = "settlement";
 pub const EMAIL_QUEUE: &str = "email";
+pub const BILLS_QUEUE: &str = "bills";
+pub const REPORTS_QUEUE: &str = "bill-reports";
 
 /// Heartbeat of every worker; orphaned jobs of a dead worker are taken back
 /// after `HEARTBEAT * MISSED_HEARTBEATS` instead of apalis' default 300 s.
@@ -73,6 +75,14 @@ impl Queues {
 
     pub async fn push_email(&self, job: SendEmail) -> Result<(), QueueError> {
         self.push(EMAIL_QUEUE, job).await
+    }
+
+    pub async fn push_refresh(&self, job: RefreshBills) -> Result<(), QueueError> {
+        self.push(BILLS_QUEUE, job).await
+    }
+
+    pub async fn push_report(&self, job: ReportBillPayment) -> Result<(), QueueError> {
+        self.push(REPORTS_QUEUE, job).await
     }
 
     async fn push<T>(&self, queue: &str, job: T) -> Result<(), QueueError>

@@ -20,8 +20,8 @@ use std::time::Duration;
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
-use ledger::jobs::{SendEmail, SettleTransfer};
-use queue::{EMAIL_QUEUE, EventBus, Queues, SETTLEMENT_QUEUE, Tick, worker_name};
+use ledger::jobs::{RefreshBills, ReportBillPayment, SendEmail, SettleTransfer};
+use queue::{BILLS_QUEUE, EMAIL_QUEUE, EventBus, Queues, REPORTS_QUEUE, SETTLEMENT_QUEUE, Tick, worker_name};
 use sea_orm::DatabaseConnection;
 
 /// How many settlement jobs one process runs at once.
@@ -39,6 +39,7 @@ pub struct Jobs {
     /// None when `SMTP_URL` is unset: notifications stay in the inbox only.
     pub mailer: Option<mailer::Mailer>,
     pub email_retry: ledger::notify::RetryPolicy,
+    pub bills: queue::BillCache,
 }
 
 /// How many emails one process sends at once.
@@ -111,6 +112,8 @@ pub async fn run(jobs: Arc<Jobs>, shutdown: impl Future<Output = ()> + Send + 's
     }
     let monitor = register!(monitor, SettleTransfer, SETTLEMENT_QUEUE, "settlement", SETTLEMENT_CONCURRENCY, jobs::settle_transfer::handle);
     let monitor = register!(monitor, SendEmail, EMAIL_QUEUE, "email", EMAIL_CONCURRENCY, jobs::send_email::handle);
+    let monitor = register!(monitor, RefreshBills, BILLS_QUEUE, "bills", 8, jobs::refresh_bills::handle);
+    let monitor = register!(monitor, ReportBillPayment, REPORTS_QUEUE, "bill-reports", 8, jobs::report_bill_payment::handle);
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;

@@ -18,8 +18,9 @@ async fn main() {
         let db = connect_database(&database_url, &worker::process::WORKER_DB_STATEMENTS).await?;
         let queues = queue::Queues::redis(&redis_url, &prefix).await?;
         let events = queue::EventBus::redis(&redis_url, &prefix).await?;
+        let bills = queue::BillCache::redis(&redis_url, &prefix).await?;
         tracing::info!(redis.prefix = %prefix, "worker started");
-        worker::run(Arc::new(worker::Jobs { db, queues, events, mailer, email_retry }), shutdown_signal()).await
+        worker::run(Arc::new(worker::Jobs { db, queues, events, mailer, email_retry, bills }), shutdown_signal()).await
     }
     .await;
     match result {

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod bills;
 pub mod admin;
 pub mod errors;
 pub mod loaders;
@@ -26,15 +27,15 @@ pub const MAX_DEPTH: usize = 12;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(users::UserQueries, accounts::AccountQueries, transfers::TransferQueries, notifications::NotificationQueries, admin::AdminQueries);
+pub struct QueryRoot(users::UserQueries, accounts::AccountQueries, transfers::TransferQueries, notifications::NotificationQueries, admin::AdminQueries, bills::BillQueries);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(users::UserMutations, accounts::AccountMutations, transfers::TransferMutations, notifications::ContactMutations, admin::AdminMutations);
+pub struct MutationRoot(users::UserMutations, accounts::AccountMutations, transfers::TransferMutations, notifications::ContactMutations, admin::AdminMutations, bills::BillMutations);
 
 pub type CoreSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
 pub fn build_schema(introspection: bool) -> CoreSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), subscriptions::SubscriptionRoot)
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), subscriptions::SubscriptionRoot::default())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);
     if introspection {

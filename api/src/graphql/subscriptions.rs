@@ -44,10 +44,14 @@ fn events(rx: broadcast::Receiver<LedgerEvent>) -> impl Stream<Item = LedgerEven
     })
 }
 
-pub struct SubscriptionRoot;
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct SubscriptionRoot(CoreSubscription, super::bills::BillSubscription);
+
+#[derive(Default)]
+pub struct CoreSubscription;
 
 #[Subscription]
-impl SubscriptionRoot {
+impl CoreSubscription {
     /// Owner or admin; one event per change of balance or availableBalance.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn balance_changed(&self, ctx: &Context<'_>, account_id: ID) -> async_graphql::Result<impl Stream<Item = BalanceUpdate>> {

@@ -133,7 +133,7 @@ async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<
     {
         let holder_name = match account.owner_id {
             Some(owner) => p.holder_names.get(&owner).cloned().unwrap_or_default(),
-            None => "corebank".into(),
+            None => account.name.clone().unwrap_or_else(|| "corebank".into()),
         };
         let v = viewer(ctx)?;
         let visible = v.is_admin() || account.owner_id == Some(v.user_id);

@@ -1775,6 +1775,8 @@ enum WsIncoming {
     Json(Value),
     Closed(u16, String),
     TimedOut,
+    /// A graphql-transport-ws `ping` was answered (only when asked for).
+    Pinged,
 }
 
 /// A close code that was not sent in a close frame: the TCP connection ended
@@ -1912,6 +1914,7 @@ impl Ws {
         loop {
             match self.recv(deadline).await {
                 WsIncoming::Json(m) if m["type"] == "connection_ack" => return,
+                WsIncoming::Pinged => {}
                 WsIncoming::Json(m) => {
                     panic!(
                         "expected connection_ack, got {m}\ntranscript:\n{}",
@@ -1956,6 +1959,10 @@ impl Ws {
 
     /// Reads one message; answers pings and skips keepalives on the way.
     async fn recv(&mut self, deadline: tokio::time::Instant) -> WsIncoming {
+        self.recv_inner(deadline, false).await
+    }
+
+    async fn recv_inner(&mut self, deadline: tokio::time::Instant, stop_on_ping: bool) -> WsIncoming {
         use futures::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         if let Some((code, reason)) = &self.closed {
@@ -1980,6 +1987,9 @@ impl Ws {
                         Some("ping") if self.protocol == WsProtocol::TransportWs => {
                             self.pings_received += 1;
                             self.send_pong().await;
+                            if stop_on_ping {
+                                return WsIncoming::Pinged;
+                            }
                             continue;
                         }
                         Some("pong") => continue,
@@ -2039,6 +2049,7 @@ impl Ws {
             match self.recv(deadline).await {
                 WsIncoming::Json(m) if m["id"] == id => return m,
                 WsIncoming::Json(m) => self.buffered.push_back(m),
+                WsIncoming::Pinged => {}
                 WsIncoming::Closed(code, reason) => panic!(
                     "socket closed with {code} {reason:?} while waiting for a message for {id:?}\n\
                      transcript:\n{}",
@@ -2086,6 +2097,7 @@ impl Ws {
         loop {
             match self.recv(deadline).await {
                 WsIncoming::Json(m) => self.buffered.push_back(m),
+                WsIncoming::Pinged => {}
                 WsIncoming::Closed(code, reason) => return (code, reason),
                 WsIncoming::TimedOut => panic!(
                     "the server did not close the socket within {timeout:?}\ntranscript:\n{}",
@@ -2098,23 +2110,19 @@ impl Ws {
     /// Waits until the server sent a graphql-transport-ws `ping` (answered
     /// with a pong). Panics on a close or after `timeout`.
     pub async fn expect_server_ping(&mut self, timeout: Duration) {
-        let before = self.pings_received;
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.pings_received == before {
-            match self.recv(deadline).await {
+        loop {
+            match self.recv_inner(deadline, true).await {
+                WsIncoming::Pinged => return,
                 WsIncoming::Json(m) => self.buffered.push_back(m),
                 WsIncoming::Closed(code, reason) => panic!(
                     "socket closed with {code} {reason:?} while waiting for a ping\ntranscript:\n{}",
                     self.transcript()
                 ),
-                WsIncoming::TimedOut => {
-                    if self.pings_received == before {
-                        panic!(
-                            "no ping from the server within {timeout:?}\ntranscript:\n{}",
-                            self.transcript()
-                        )
-                    }
-                }
+                WsIncoming::TimedOut => panic!(
+                    "no ping from the server within {timeout:?}\ntranscript:\n{}",
+                    self.transcript()
+                ),
             }
         }
     }

@@ -20,12 +20,25 @@ pub const STALE_AFTER: Duration = Duration::from_secs(5);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 const BATCH: u64 = 500;
 
+/// Every linked utility account is refreshed this often (`BILLS_REFRESH_SECS`).
+pub fn bills_refresh_every() -> Duration {
+    std::env::var("BILLS_REFRESH_SECS").ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(15 * 60))
+}
+
 pub async fn run(jobs: Arc<Jobs>, mut stop: watch::Receiver<bool>) {
+    let mut bills_tick = tokio::time::interval(bills_refresh_every());
+    bills_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = bills_tick.tick() => {
+                if let Err(e) = refresh_all_bills(&jobs).await {
+                    tracing::warn!(error = %e, "periodic bill refresh failed");
+                }
+                continue;
+            }
             _ = stop.changed() => return,
         }
         if let Err(e) = sweep_once(&jobs).await {
@@ -45,6 +58,9 @@ pub async fn sweep_once(jobs: &Jobs) -> anyhow::Result<usize> {
     }
     // Emails due for a (re)try: the first attempt whose push was lost, and
     // retries whose backoff has elapsed.
+    for id in ledger::bills::claim_due_reports(&jobs.db, BATCH).await? {
+        jobs.queues.push_report(ledger::jobs::ReportBillPayment { payment_id: id }).await?;
+    }
     if jobs.mailer.is_some() {
         let due = ledger::notify::claim_due_emails(&jobs.db, BATCH).await?;
         for id in &due {
@@ -52,4 +68,11 @@ pub async fn sweep_once(jobs: &Jobs) -> anyhow::Result<usize> {
         }
     }
     Ok(ids.len())
+}
+
+async fn refresh_all_bills(jobs: &Jobs) -> anyhow::Result<()> {
+    for link in ledger::bills::all_links(&jobs.db).await? {
+        jobs.queues.push_refresh(ledger::jobs::RefreshBills { link_id: link.id }).await?;
+    }
+    Ok(())
 }
