@@ -149,7 +149,7 @@ async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<
             .await?
             .map(|u| u.full_name)
             .unwrap_or_default(),
-        None => "corebank".into(),
+        None => account.name.clone().unwrap_or_else(|| "corebank".into()),
     };
     let v = viewer(ctx)?;
     let visible = v.is_admin() || account.owner_id == Some(v.user_id);
