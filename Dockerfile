@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# Multi-stage build of the two binaries:
-#   api    - GraphQL API (runs migrations on start)   -> default CMD
-#   worker - job workers only (needs DATABASE_URL and REDIS_URL)
+# Multi-stage build of the binaries:
+#   api           - GraphQL API (runs migrations on start)   -> default CMD
+#   worker        - job workers only (needs DATABASE_URL and REDIS_URL)
+#   mock-provider - a demo utility provider (contract section 7)
 #
 #   docker build -t corebank .
 #   docker run --rm -p 8000:8000 corebank               # embedded SQLite + queue
@@ -27,8 +28,8 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --workspace --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --bin api --bin worker \
- && install -D -m 0755 -t /out target/release/api target/release/worker
+RUN cargo build --release --locked --bin api --bin worker --bin mock-provider \
+ && install -D -m 0755 -t /out target/release/api target/release/worker target/release/mock-provider
 
 # --- runtime ----------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -38,7 +39,7 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 corebank \
  && useradd --system --uid 10001 --gid corebank --create-home \
         --home-dir /var/lib/corebank --shell /usr/sbin/nologin corebank
-COPY --from=builder /out/api /out/worker /usr/local/bin/
+COPY --from=builder /out/api /out/worker /out/mock-provider /usr/local/bin/
 # Writable working dir: the embedded default DATABASE_URL
 # (sqlite://corebank.db?mode=rwc) creates its file here when no Postgres is set.
 WORKDIR /var/lib/corebank

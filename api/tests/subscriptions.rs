@@ -147,10 +147,6 @@ async fn a_transfer_streams_the_hold_and_the_settlement_to_both_parties_over_gra
     bob_ws
         .subscribe("bal", BALANCE_CHANGED, json!({ "id": bob_account.id }))
         .await;
-    // transferUpdated without accountId: all of the viewer's transfers.
-    bob_ws
-        .subscribe("all", TRANSFER_UPDATED, json!({ "id": null }))
-        .await;
     tokio::time::sleep(REGISTER).await;
 
     let transfer = app
@@ -167,21 +163,58 @@ async fn a_transfer_streams_the_hold_and_the_settlement_to_both_parties_over_gra
     )
     .await;
 
-    // Bob, as the recipient, sees the transfer reach COMPLETED (a PENDING
-    // event before it is allowed).
-    let mut seen = next_transfer_update(&mut bob_ws, "all", &transfer_id).await;
-    if seen["status"] == "PENDING" {
-        seen = next_transfer_update(&mut bob_ws, "all", &transfer_id).await;
-    }
-    assert_eq!(seen["status"], "COMPLETED", "Bob's transferUpdated: {seen}");
-    assert_eq!(seen["destination"]["account"]["id"], bob_account.id.as_str(), "{seen}");
-
     // The events agree with what the queries say afterwards.
     let done = app.wait_transfer_final(&alice, &transfer_id, SETTLE).await;
     assert_eq!(done["status"], "COMPLETED");
     let account = app.account(&alice, &alice_account.id).await;
     assert_eq!(account["balance"], "60.00");
     assert_eq!(account["availableBalance"], "60.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_updated_without_an_account_follows_the_viewers_transfers_on_both_sides() {
+    let app = TestApp::spawn().await;
+    let (alice, alice_account, bob, bob_account) = alice_and_bob(&app).await;
+
+    let mut alice_ws = Ws::connect(&app.addr, &alice.access_token).await;
+    alice_ws
+        .subscribe("all", TRANSFER_UPDATED, json!({ "id": null }))
+        .await;
+    let mut bob_ws = Ws::connect(&app.addr, &bob.access_token).await;
+    bob_ws.subscribe("all", TRANSFER_UPDATED, json!({})).await;
+    tokio::time::sleep(REGISTER).await;
+
+    let transfer = app
+        .transfer(&alice, &alice_account.id, &bob_account.number, "40.00", &key())
+        .await;
+    let transfer_id = id_of(&transfer);
+    for (who, ws) in [("Alice (sender)", &mut alice_ws), ("Bob (recipient)", &mut bob_ws)] {
+        let pending = next_transfer_update(ws, "all", &transfer_id).await;
+        assert_eq!(pending["status"], "PENDING", "{who}: first transferUpdated: {pending}");
+        let completed = next_transfer_update(ws, "all", &transfer_id).await;
+        assert_eq!(
+            completed["status"], "COMPLETED",
+            "{who}: second transferUpdated: {completed}"
+        );
+    }
+
+    // A deposit (only a destination side) reaches Bob the same way.
+    let deposit = app.deposit(&bob, &bob_account.id, "5.00", &key()).await;
+    let deposit_id = id_of(&deposit);
+    let pending = next_transfer_update(&mut bob_ws, "all", &deposit_id).await;
+    assert_eq!(pending["status"], "PENDING", "deposit: {pending}");
+    assert_eq!(pending["kind"], "DEPOSIT", "deposit: {pending}");
+    assert!(pending["source"].is_null(), "a deposit has no source: {pending}");
+    let completed = next_transfer_update(&mut bob_ws, "all", &deposit_id).await;
+    assert_eq!(completed["status"], "COMPLETED", "deposit: {completed}");
+
+    // Bob's deposit is not Alice's business.
+    for message in alice_ws.received() {
+        assert!(
+            !message.to_string().contains(&deposit_id),
+            "Bob's deposit reached Alice: {message}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
