@@ -724,7 +724,7 @@ async fn the_request_limit_also_counts_operations_sent_over_the_websocket() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_introspection_off_the_schema_is_not_disclosed() {
+async fn with_introspection_off_neither_the_schema_nor_suggestions_are_disclosed() {
     let app = TestApp::builder()
         .env("GRAPHQL_INTROSPECTION", "off")
         .spawn()
@@ -734,12 +734,15 @@ async fn with_introspection_off_the_schema_is_not_disclosed() {
     for token in [None, user.token(), admin.token()] {
         for query in [
             "{ __schema { types { name } } }",
+            "{ __schema { queryType { fields { name } } } }",
             "{ __type(name: \"Account\") { name fields { name } } }",
         ] {
             let resp = app.gql(token, query, json!({})).await;
-            assert!(!error_codes(&resp).is_empty(), "{query}: {resp}");
             let text = resp["data"].to_string();
-            assert!(!text.contains("Account"), "{query}: {resp}");
+            assert!(
+                !text.contains("Account") && !text.contains("fields"),
+                "{query}: {resp}"
+            );
         }
     }
     for query in ["{ mee { id } }", "{ me { emial } }", "{ acounts { totalCount } }"] {
@@ -751,6 +754,25 @@ async fn with_introspection_off_the_schema_is_not_disclosed() {
     }
     // The API itself still works.
     expect_data(app.me_raw(user.token()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_introspection_off_an_introspection_query_is_an_error_not_a_null() {
+    let app = TestApp::builder()
+        .env("GRAPHQL_INTROSPECTION", "off")
+        .spawn()
+        .await;
+    let admin = app.admin().await;
+    // `__schema` is `__Schema!`: answering null without an error breaks the
+    // GraphQL type system and looks like an empty success to tools.
+    let resp = app
+        .gql(admin.token(), "{ __schema { types { name } } }", json!({}))
+        .await;
+    assert!(
+        !error_codes(&resp).is_empty(),
+        "an introspection query must fail when introspection is off: {resp}"
+    );
+    assert!(resp["data"].is_null() || resp["data"]["__schema"].is_null(), "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

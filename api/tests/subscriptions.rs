@@ -104,7 +104,10 @@ async fn assert_transfer_events(
     assert_eq!(hold["availableBalance"], "60.00", "hold event: {hold}");
     let settled = next_balance_for(alice_ws, "bal", &alice_account.id, transfer_id).await;
     assert_eq!(settled["balance"], "60.00", "settlement event: {settled}");
-    assert_eq!(settled["availableBalance"], "60.00", "settlement event: {settled}");
+    assert_eq!(
+        settled["availableBalance"], "60.00",
+        "settlement event: {settled}"
+    );
     assert!(
         version_of(&settled) > version_of(&hold),
         "versions must strictly increase: hold {hold}, then settlement {settled}"
@@ -113,17 +116,34 @@ async fn assert_transfer_events(
     // Bob: the credit at settlement.
     let credit = next_balance_for(bob_ws, "bal", &bob_account.id, transfer_id).await;
     assert_eq!(credit["balance"], "40.00", "recipient event: {credit}");
-    assert_eq!(credit["availableBalance"], "40.00", "recipient event: {credit}");
+    assert_eq!(
+        credit["availableBalance"], "40.00",
+        "recipient event: {credit}"
+    );
 
     // transferUpdated on Alice's account: PENDING, then COMPLETED.
     let pending = next_transfer_update(alice_ws, "tr", transfer_id).await;
-    assert_eq!(pending["status"], "PENDING", "first transferUpdated: {pending}");
+    assert_eq!(
+        pending["status"], "PENDING",
+        "first transferUpdated: {pending}"
+    );
     assert_eq!(pending["kind"], "TRANSFER", "{pending}");
     assert_eq!(pending["amount"], "40.00", "{pending}");
-    assert_eq!(pending["source"]["account"]["id"], alice_account.id.as_str(), "{pending}");
+    assert_eq!(
+        pending["source"]["account"]["id"],
+        alice_account.id.as_str(),
+        "{pending}"
+    );
     let completed = next_transfer_update(alice_ws, "tr", transfer_id).await;
-    assert_eq!(completed["status"], "COMPLETED", "second transferUpdated: {completed}");
-    assert_eq!(completed["destination"]["accountNumber"], bob_account.number.as_str(), "{completed}");
+    assert_eq!(
+        completed["status"], "COMPLETED",
+        "second transferUpdated: {completed}"
+    );
+    assert_eq!(
+        completed["destination"]["accountNumber"],
+        bob_account.number.as_str(),
+        "{completed}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -150,7 +170,13 @@ async fn a_transfer_streams_the_hold_and_the_settlement_to_both_parties_over_gra
     tokio::time::sleep(REGISTER).await;
 
     let transfer = app
-        .transfer(&alice, &alice_account.id, &bob_account.number, "40.00", &key())
+        .transfer(
+            &alice,
+            &alice_account.id,
+            &bob_account.number,
+            "40.00",
+            &key(),
+        )
         .await;
     let transfer_id = id_of(&transfer);
 
@@ -185,12 +211,24 @@ async fn transfer_updated_without_an_account_follows_the_viewers_transfers_on_bo
     tokio::time::sleep(REGISTER).await;
 
     let transfer = app
-        .transfer(&alice, &alice_account.id, &bob_account.number, "40.00", &key())
+        .transfer(
+            &alice,
+            &alice_account.id,
+            &bob_account.number,
+            "40.00",
+            &key(),
+        )
         .await;
     let transfer_id = id_of(&transfer);
-    for (who, ws) in [("Alice (sender)", &mut alice_ws), ("Bob (recipient)", &mut bob_ws)] {
+    for (who, ws) in [
+        ("Alice (sender)", &mut alice_ws),
+        ("Bob (recipient)", &mut bob_ws),
+    ] {
         let pending = next_transfer_update(ws, "all", &transfer_id).await;
-        assert_eq!(pending["status"], "PENDING", "{who}: first transferUpdated: {pending}");
+        assert_eq!(
+            pending["status"], "PENDING",
+            "{who}: first transferUpdated: {pending}"
+        );
         let completed = next_transfer_update(ws, "all", &transfer_id).await;
         assert_eq!(
             completed["status"], "COMPLETED",
@@ -204,11 +242,16 @@ async fn transfer_updated_without_an_account_follows_the_viewers_transfers_on_bo
     let pending = next_transfer_update(&mut bob_ws, "all", &deposit_id).await;
     assert_eq!(pending["status"], "PENDING", "deposit: {pending}");
     assert_eq!(pending["kind"], "DEPOSIT", "deposit: {pending}");
-    assert!(pending["source"].is_null(), "a deposit has no source: {pending}");
+    assert!(
+        pending["source"].is_null(),
+        "a deposit has no source: {pending}"
+    );
     let completed = next_transfer_update(&mut bob_ws, "all", &deposit_id).await;
     assert_eq!(completed["status"], "COMPLETED", "deposit: {completed}");
 
     // Bob's deposit is not Alice's business.
+    app.wait_transfer_final(&bob, &deposit_id, SETTLE).await;
+    alice_ws.drain_for(Duration::from_secs(1)).await;
     for message in alice_ws.received() {
         assert!(
             !message.to_string().contains(&deposit_id),
@@ -376,7 +419,8 @@ async fn the_graphql_ws_reference_client_receives_a_deposit_and_a_withdrawal() {
     // Wait for `{"ready":true}` (connection_ack received).
     let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
     match ready {
-        Ok(Ok(Some(line))) if serde_json::from_str::<Value>(&line).ok() == Some(json!({"ready": true})) => {}
+        Ok(Ok(Some(line)))
+            if serde_json::from_str::<Value>(&line).ok() == Some(json!({"ready": true})) => {}
         other => {
             let _ = child.start_kill();
             let status = child.wait().await;
@@ -402,8 +446,9 @@ async fn the_graphql_ws_reference_client_receives_a_deposit_and_a_withdrawal() {
     let mut events = Vec::new();
     let collect = async {
         while let Some(line) = lines.next_line().await.expect("read node stdout") {
-            let value: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("the Node client printed a non-JSON line ({e}): {line}"));
+            let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("the Node client printed a non-JSON line ({e}): {line}")
+            });
             events.push(value);
         }
     };
@@ -487,7 +532,13 @@ async fn a_subscriber_on_a_second_api_process_sees_a_transfer_made_on_the_first_
 
     // The mutation goes to api #1.
     let transfer = app
-        .transfer(&alice, &alice_account.id, &bob_account.number, "40.00", &key())
+        .transfer(
+            &alice,
+            &alice_account.id,
+            &bob_account.number,
+            "40.00",
+            &key(),
+        )
         .await;
     let transfer_id = id_of(&transfer);
 
@@ -657,7 +708,8 @@ async fn subscribing_to_another_customers_account_is_not_found_and_the_socket_st
         ws.subscribe(id, query, json!({ "id": account_id })).await;
         let message = ws.next_for(id, EVENT).await;
         assert_eq!(
-            message["type"], "error",
+            message["type"],
+            "error",
             "{id}: expected an error message, got {message}\ntranscript:\n{}",
             ws.transcript()
         );

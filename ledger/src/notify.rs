@@ -27,6 +27,8 @@ use crate::{LedgerError, LedgerResult, Viewer};
 pub const NOT_SENT: &str = "NOT_SENT";
 pub const QUEUED: &str = "QUEUED";
 pub const SENT: &str = "SENT";
+/// Claimed by one email job; shown to clients as QUEUED.
+pub const SENDING: &str = "SENDING";
 pub const FAILED: &str = "FAILED";
 
 /// How long a handed-over attempt may run before the sweep hands it over again.
@@ -116,8 +118,22 @@ pub async fn record(
     Ok(Some(id))
 }
 
-/// What an email job needs: the notification and its recipient address.
-pub async fn delivery(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<Option<(notification::Model, String)>> {
+/// Claims a queued notification for one email job and returns what the job
+/// needs (the notification and its recipient address). Only one of several
+/// jobs for the same notification — a redelivered job, a sweep's duplicate —
+/// wins the claim, so an email is sent once unless a worker dies between
+/// the mail server's OK and recording it.
+pub async fn claim_for_send(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<Option<(notification::Model, String)>> {
+    let claimed = notification::Entity::update_many()
+        .col_expr(notification::Column::EmailStatus, Expr::value(SENDING))
+        .col_expr(notification::Column::NextAttemptAt, Expr::value(now() + Duration::seconds(ATTEMPT_LEASE_SECS)))
+        .filter(notification::Column::Id.eq(id))
+        .filter(notification::Column::EmailStatus.eq(QUEUED))
+        .exec(db)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Ok(None);
+    }
     let Some(n) = notification::Entity::find_by_id(id).one(db).await? else { return Ok(None) };
     let Some(u) = user::Entity::find_by_id(n.user_id).one(db).await? else { return Ok(None) };
     Ok(Some((n, u.email)))
@@ -162,13 +178,14 @@ pub async fn mark_attempt_failed(
     Ok(status)
 }
 
-/// Queued notifications whose next attempt is due; leases them so that
-/// concurrent sweeps do not hand the same one over twice.
+/// Queued notifications whose next attempt is due, and claims whose job
+/// died (lease over); leases them so that concurrent sweeps do not hand the
+/// same one over twice.
 pub async fn claim_due_emails(db: &DatabaseConnection, limit: u64) -> LedgerResult<Vec<Uuid>> {
     let txn = crate::db::begin_write(db).await?;
     let t = now();
     let ids: Vec<Uuid> = notification::Entity::find()
-        .filter(notification::Column::EmailStatus.eq(QUEUED))
+        .filter(notification::Column::EmailStatus.is_in([QUEUED, SENDING]))
         .filter(notification::Column::NextAttemptAt.lte(t))
         .select_only()
         .column(notification::Column::Id)
@@ -180,6 +197,7 @@ pub async fn claim_due_emails(db: &DatabaseConnection, limit: u64) -> LedgerResu
     if !ids.is_empty() {
         notification::Entity::update_many()
             .col_expr(notification::Column::NextAttemptAt, Expr::value(t + Duration::seconds(ATTEMPT_LEASE_SECS)))
+            .col_expr(notification::Column::EmailStatus, Expr::value(QUEUED))
             .filter(notification::Column::Id.is_in(ids.clone()))
             .exec(&txn)
             .await?;

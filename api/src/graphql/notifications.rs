@@ -34,7 +34,7 @@ impl Notification {
     }
     async fn email_status(&self) -> EmailStatus {
         match self.0.email_status.as_str() {
-            "QUEUED" => EmailStatus::Queued,
+            "QUEUED" | "SENDING" => EmailStatus::Queued,
             "SENT" => EmailStatus::Sent,
             "FAILED" => EmailStatus::Failed,
             _ => EmailStatus::NotSent,

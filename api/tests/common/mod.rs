@@ -648,10 +648,7 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.extra_apis
-            .lock()
-            .expect("extra_apis lock")
-            .push(child);
+        self.extra_apis.lock().expect("extra_apis lock").push(child);
         addr
     }
 
@@ -1821,13 +1818,19 @@ impl Ws {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(protocol.name()),
         );
-        let (stream, response) = tokio::time::timeout(
+        let upgrade = tokio::time::timeout(
             Duration::from_secs(30),
             tokio_tungstenite::connect_async(request),
         )
-        .await
-        .unwrap_or_else(|_| panic!("WebSocket upgrade to {url} timed out after 30 s"))
-        .unwrap_or_else(|e| panic!("WebSocket upgrade to {url} ({}) failed: {e}", protocol.name()));
+        .await;
+        let (stream, response) = match upgrade {
+            Err(_) => panic!("WebSocket upgrade to {url} timed out after 30 s"),
+            Ok(Err(e)) => panic!(
+                "WebSocket upgrade to {url} ({}) failed: {e}",
+                protocol.name()
+            ),
+            Ok(Ok(connected)) => connected,
+        };
         let selected = response
             .headers()
             .get("Sec-WebSocket-Protocol")
@@ -1962,7 +1965,11 @@ impl Ws {
         self.recv_inner(deadline, false).await
     }
 
-    async fn recv_inner(&mut self, deadline: tokio::time::Instant, stop_on_ping: bool) -> WsIncoming {
+    async fn recv_inner(
+        &mut self,
+        deadline: tokio::time::Instant,
+        stop_on_ping: bool,
+    ) -> WsIncoming {
         use futures::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         if let Some((code, reason)) = &self.closed {
@@ -2123,6 +2130,24 @@ impl Ws {
                     "no ping from the server within {timeout:?}\ntranscript:\n{}",
                     self.transcript()
                 ),
+            }
+        }
+    }
+
+    /// Reads for `duration` (answering pings) and returns the messages that
+    /// arrived meanwhile; they are also kept for `next_for`. Stops early
+    /// when the socket closes.
+    pub async fn drain_for(&mut self, duration: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut got = Vec::new();
+        loop {
+            match self.recv(deadline).await {
+                WsIncoming::Json(m) => {
+                    got.push(m.clone());
+                    self.buffered.push_back(m);
+                }
+                WsIncoming::Pinged => {}
+                WsIncoming::Closed(..) | WsIncoming::TimedOut => return got,
             }
         }
     }
@@ -2380,7 +2405,10 @@ impl SmtpSink {
             match self.launch().await {
                 Ok(()) => return,
                 Err(e) if Instant::now() > deadline => {
-                    panic!("the SMTP sink did not start again on port {}: {e}", self.port)
+                    panic!(
+                        "the SMTP sink did not start again on port {}: {e}",
+                        self.port
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
@@ -2417,7 +2445,11 @@ impl SmtpSink {
     /// A one-line-per-message summary, for failure messages.
     pub fn summary(&self) -> String {
         let messages = self.messages();
-        let mut out = format!("{} message(s) at the sink {}:", messages.len(), self.dir.display());
+        let mut out = format!(
+            "{} message(s) at the sink {}:",
+            messages.len(),
+            self.dir.display()
+        );
         for m in messages {
             let _ = write!(out, "\n  to {} | {}", m.to, m.subject);
         }
@@ -2456,9 +2488,7 @@ impl SmtpSink {
         pred: impl Fn(&ParsedMail) -> bool,
         timeout: Duration,
     ) -> ParsedMail {
-        let messages = self
-            .wait_for(|ms| ms.iter().any(&pred), timeout)
-            .await;
+        let messages = self.wait_for(|ms| ms.iter().any(&pred), timeout).await;
         messages
             .into_iter()
             .find(|m| pred(m))
@@ -2704,5 +2734,204 @@ pub fn parse_mail(bytes: &[u8], file: PathBuf) -> ParsedMail {
             .trim()
             .to_ascii_lowercase(),
         file,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mock utility provider for the bill tests (the `mock-provider` binary)
+// ---------------------------------------------------------------------------
+
+/// The `mock-provider` binary, built next to `api` by
+/// `cargo build --workspace --bins --tests`.
+pub fn mock_provider_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_api")).with_file_name("mock-provider");
+    if !path.exists() {
+        panic!(
+            "the mock-provider binary is missing at {}: build every binary first with \
+             `cargo build --workspace --bins --tests` (or `cargo build -p mock-provider`)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A running `mock-provider` on a free port of 127.0.0.1 (contract §7's
+/// provider API plus `POST /_control` and `GET /_payments`). Killed on drop;
+/// its log is printed when the test panics.
+pub struct MockProvider {
+    child: Option<Child>,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// `http://127.0.0.1:<port>`, the `apiBaseUrl` to register.
+    pub base_url: String,
+    pub log: PathBuf,
+    root: PathBuf,
+    http: reqwest::Client,
+}
+
+impl MockProvider {
+    /// Starts `mock-provider --currency USD` and waits for its
+    /// `mock-provider listening on http://ADDR` line.
+    pub async fn start() -> MockProvider {
+        MockProvider::start_with(&["--currency", "USD"]).await
+    }
+
+    /// Starts it with extra flags (`--currency`, `--latency-ms`,
+    /// `--error-rate`); `--addr` is chosen here.
+    pub async fn start_with(args: &[&str]) -> MockProvider {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let binary = mock_provider_binary();
+        let root = std::env::temp_dir()
+            .join("corebank-tests")
+            .join(format!("mock-provider-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&root)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
+        let log = root.join("provider.log");
+        let mut last_failure = String::new();
+        // A free port can be taken between `free_port` and the bind: retry.
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let (_, stderr) = open_log(&log);
+            let mut command = Command::new(&binary);
+            command
+                .arg("--addr")
+                .arg(&addr)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(stderr)
+                .kill_on_drop(true);
+            let mut child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let stdout = child.stdout.take().expect("piped stdout");
+            let mut lines = BufReader::new(stdout).lines();
+            let timeout = Duration::from_secs(30);
+            let ready = tokio::time::timeout(timeout, async {
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(line)) if line.contains("mock-provider listening on http://") => {
+                            return Some(line);
+                        }
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => return None,
+                    }
+                }
+            })
+            .await;
+            match ready {
+                Ok(Some(line)) => {
+                    // Keep draining stdout so that a later print cannot fail.
+                    let log_for_task = log.clone();
+                    tokio::spawn(async move {
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            use std::io::Write as _;
+                            if let Ok(mut f) = std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(&log_for_task)
+                            {
+                                let _ = writeln!(f, "{line}");
+                            }
+                        }
+                    });
+                    let base_url = line
+                        .split("listening on ")
+                        .nth(1)
+                        .map(|s| s.trim().trim_end_matches('/').to_string())
+                        .unwrap_or_else(|| format!("http://{addr}"));
+                    let http = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .expect("http client");
+                    return MockProvider {
+                        child: Some(child),
+                        addr,
+                        base_url,
+                        log,
+                        root,
+                        http,
+                    };
+                }
+                Ok(None) => {
+                    let _ = child.wait().await;
+                    last_failure = format!("exited before it was ready; log:\n{}", log_tail(&log, 20));
+                }
+                Err(_) => {
+                    let _ = child.start_kill();
+                    panic!(
+                        "mock-provider printed no `listening` line within {timeout:?}; log {}:\n{}",
+                        log.display(),
+                        log_tail(&log, 20)
+                    );
+                }
+            }
+        }
+        panic!("mock-provider could not start: {last_failure}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// `POST /_control` (`latencyMs`, `errorRate`, `failNextPayments`,
+    /// `down`); returns the provider's resulting settings.
+    pub async fn control(&self, body: Value) -> Value {
+        let response = self
+            .http
+            .post(self.url("/_control"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /_control on the mock provider failed: {e}"));
+        assert!(
+            response.status().is_success(),
+            "POST /_control {body} answered {}",
+            response.status()
+        );
+        response.json().await.expect("/_control answers JSON")
+    }
+
+    /// `GET /_payments`: `[{"payment": {...}, "timesReceived": n}]`.
+    pub async fn payments(&self) -> Vec<Value> {
+        let response = self
+            .http
+            .get(self.url("/_payments"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /_payments on the mock provider failed: {e}"));
+        assert!(response.status().is_success(), "GET /_payments answered {}", response.status());
+        let value: Value = response.json().await.expect("/_payments answers JSON");
+        value
+            .as_array()
+            .unwrap_or_else(|| panic!("/_payments is not a list: {value}"))
+            .clone()
+    }
+
+    /// The recorded payments whose `payment.reference` is `reference`.
+    pub async fn payments_for(&self, reference: &str) -> Vec<Value> {
+        self.payments()
+            .await
+            .into_iter()
+            .filter(|p| p["payment"]["reference"] == reference)
+            .collect()
+    }
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "\n==== mock provider log {} ====\n{}\n",
+                self.log.display(),
+                log_tail(&self.log, 30)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }

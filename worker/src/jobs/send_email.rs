@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
 use ledger::jobs::SendEmail;
-use ledger::notify::QUEUED;
 use tracing::Instrument;
 
 use crate::Jobs;
@@ -18,14 +17,10 @@ pub async fn handle(job: SendEmail, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynE
     let span = tracing::info_span!("send_email", notification.id = %job.notification_id);
     async move {
         let Some(mailer) = &jobs.mailer else { return Ok(()) };
-        let Some((n, to)) = ledger::notify::delivery(&jobs.db, job.notification_id).await? else {
-            tracing::warn!("notification vanished; email dropped");
+        let Some((n, to)) = ledger::notify::claim_for_send(&jobs.db, job.notification_id).await? else {
+            // Already sent, dead-lettered, or claimed by another job.
             return Ok(());
         };
-        if n.email_status != QUEUED {
-            // Already sent or dead-lettered: a duplicate job.
-            return Ok(());
-        }
         match mailer.send(&to, &n.subject, &n.body).await {
             Ok(()) => {
                 ledger::notify::mark_sent(&jobs.db, n.id).await?;
