@@ -68,6 +68,7 @@ pub async fn serve(socket: WebSocket, state: AppState) {
         }),
     );
 
+    let mut failed_ids = std::collections::HashSet::<String>::new();
     let mut init_received = false;
     let mut acked = false;
     let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
@@ -112,6 +113,21 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                     if !acked && message_type(text.as_bytes()).as_deref() == Some("connection_ack") {
                         acked = true;
                     }
+                    let text = if modern {
+                        match as_subscription_error(&text) {
+                            Some((id, error)) => {
+                                failed_ids.insert(id);
+                                error
+                            }
+                            None => match completed_id(&text) {
+                                // The `error` message already ended it.
+                                Some(id) if failed_ids.remove(&id) => continue,
+                                _ => text,
+                            },
+                        }
+                    } else {
+                        text
+                    };
                     match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into()))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
@@ -159,4 +175,33 @@ fn message_type(bytes: &[u8]) -> Option<String> {
         kind: String,
     }
     serde_json::from_slice::<Envelope>(bytes).ok().map(|e| e.kind)
+}
+
+/// async-graphql reports a subscription that fails at its start (say, an
+/// account that is not the viewer's) as `next` with `data: null` and then
+/// `complete`; graphql-transport-ws says `error` with the list of errors.
+fn as_subscription_error(text: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v.get("type")?.as_str()? != "next" {
+        return None;
+    }
+    let payload = v.get("payload")?;
+    if !payload.get("data").is_none_or(|d| d.is_null()) {
+        return None;
+    }
+    let errors = payload.get("errors")?.as_array()?;
+    if errors.is_empty() {
+        return None;
+    }
+    let id = v.get("id")?.as_str()?.to_owned();
+    let msg = serde_json::json!({"type": "error", "id": id, "payload": errors});
+    Some((id, msg.to_string()))
+}
+
+fn completed_id(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v.get("type")?.as_str()? != "complete" {
+        return None;
+    }
+    Some(v.get("id")?.as_str()?.to_owned())
 }

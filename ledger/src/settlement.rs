@@ -93,6 +93,8 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
     let t_now = now();
 
     let mut events = Vec::new();
+    // Both parties' owners hear of the outcome, whichever way it goes.
+    let parties = (source.clone(), destination.clone());
     let outcome = match decide(&t, &source, &destination) {
         Ok(()) => {
             let legs = postings(&t, source.id, destination.id);
@@ -155,7 +157,7 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
     let settled = am.update(&txn).await?;
     txn.commit().await?;
     let _ = src_model;
-    events.push(transfers::transfer_event(&settled, None, None));
+    events.push(transfers::transfer_event(&settled, Some(&parties.0), Some(&parties.1)));
     tracing::info!(transfer.id = %settled.id, transfer.status = %settled.status, "transfer settled");
     Ok((outcome, events))
 }
