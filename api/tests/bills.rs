@@ -311,6 +311,10 @@ async fn the_cache_serves_bills_while_the_provider_is_down_and_fetched_at_tells_
 
     w.provider.control(json!({ "down": true })).await;
 
+    // Linking needs the provider: refused while it answers 503.
+    let refused = link_raw(app, &s, &w.provider_id, "100002").await;
+    expect_code(&refused, "PROVIDER_UNAVAILABLE");
+
     // Served from the cache, as it was.
     let during = bills(app, &s, None).await;
     assert_eq!(references(&during), references(&before), "bills while down: {during:#?}");
@@ -449,6 +453,8 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
     assert_eq!(bill(&refreshed, "INV-100001-11")["status"], "PAID", "{refreshed:#?}");
     let again = pay_bill_raw(app, &s, &to_pay, &account.id, &key()).await;
     expect_code(&again, "BAD_USER_INPUT");
+    let replay = pay_bill(app, &s, &to_pay, &account.id, &pay_key).await;
+    assert_eq!(id(&replay), transfer_id, "the same key after the refresh: {replay}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let recorded = w.provider.payments_for("INV-100001-11").await;
     assert_eq!(recorded.len(), 1, "payments recorded for the bill: {recorded:#?}");
@@ -528,6 +534,19 @@ async fn a_slow_provider_does_not_slow_down_any_graphql_request() {
     // The money path does not wait for the provider either.
     let settled = app.wait_transfer_final(&s, &id(&transfer), SETTLE).await;
     assert_eq!(settled["status"], "COMPLETED", "{settled}");
+    let processing = bills(app, &s, None).await;
+    assert_eq!(bill(&processing, "INV-100001-11")["status"], "PROCESSING", "{processing:#?}");
+
+    // Reports that timed out are retried; once the provider is fast again
+    // the bill becomes PAID with one payment at the provider.
+    w.provider.control(json!({ "latencyMs": 0 })).await;
+    wait_bills(app, &s, "INV-100001-11 PAID", REPORTED, |l| {
+        find_bill(l, "INV-100001-11").is_some_and(|b| b["status"] == "PAID")
+    })
+    .await;
+    let recorded = w.provider.payments_for("INV-100001-11").await;
+    assert_eq!(recorded.len(), 1, "payments recorded for the bill: {recorded:#?}");
+    assert_eq!(app.account(&s, &account.id).await["balance"], "76.55");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,4 +792,105 @@ async fn an_unverified_email_cannot_pay_a_bill_when_verification_is_required() {
     assert_eq!(app.account(&s, &account.id).await["availableBalance"], "500.00");
     let now = bills(app, &s, None).await;
     assert_eq!(bill(&now, "INV-100001-11")["status"], "UNPAID", "{now:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pay_bills_of_one_bill_have_exactly_one_effect() {
+    let w = world().await;
+    let app = &w.app;
+    let s = app.register_random().await;
+    link(&w, &s, "100001").await;
+    let list = wait_cached(app, &s).await;
+    let to_pay = id(bill(&list, "INV-100001-11"));
+    let account = app.funded_account(&s, "USD", "1000.00").await;
+
+    // Ten different keys at once: one payment, nine BAD_USER_INPUT.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let client = app.client();
+        let s = s.clone();
+        let (bill_id, account_id) = (to_pay.clone(), account.id.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .gql(
+                    s.token(),
+                    PAY_BILL,
+                    json!({ "b": bill_id, "a": account_id, "k": key() }),
+                )
+                .await
+        }));
+    }
+    let mut paid = Vec::new();
+    for task in tasks {
+        let resp = task.await.expect("payBill task");
+        if resp.get("errors").is_some() {
+            expect_code(&resp, "BAD_USER_INPUT");
+        } else {
+            paid.push(expect_data(resp)["payBill"].clone());
+        }
+    }
+    assert_eq!(paid.len(), 1, "concurrent payBills that succeeded: {paid:#?}");
+    let settled = app.wait_transfer_final(&s, &id(&paid[0]), SETTLE).await;
+    assert_eq!(settled["status"], "COMPLETED", "{settled}");
+    wait_bills(app, &s, "INV-100001-11 PAID", REPORTED, |l| {
+        find_bill(l, "INV-100001-11").is_some_and(|b| b["status"] == "PAID")
+    })
+    .await;
+    assert_eq!(app.account(&s, &account.id).await["balance"], "876.55");
+    assert_eq!(w.provider.payments_for("INV-100001-11").await.len(), 1);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bills_are_refreshed_periodically_every_bills_refresh_secs() {
+    let w = world_with(TestApp::builder().env("BILLS_REFRESH_SECS", "2")).await;
+    let app = &w.app;
+    let s = app.register_random().await;
+    link(&w, &s, "100001").await;
+    let list = wait_cached(app, &s).await;
+    let first = fetched_at(bill(&list, "INV-100001-11"));
+    // No refreshBills: the periodic refresh alone brings a newer fetch.
+    wait_bills(app, &s, "a newer fetchedAt without refreshBills", CACHE_FILL, |l| {
+        find_bill(l, "INV-100001-11").is_some_and(|b| fetched_at(b) > first)
+    })
+    .await;
+}
+
+/// Link, cached bills, a payment reported after one refused report, PAID,
+/// money moved once: the same flow on another deployment shape.
+async fn pay_flow(w: &World) {
+    let app = &w.app;
+    let s = app.register_random().await;
+    link(w, &s, "100001").await;
+    let list = wait_cached(app, &s).await;
+    assert_eq!(references(&list), vec!["INV-100001-10", "INV-100001-11"], "{list:#?}");
+    let account = app.funded_account(&s, "USD", "300.00").await;
+    w.provider.control(json!({ "failNextPayments": 1 })).await;
+    let transfer = pay_bill(app, &s, &id(bill(&list, "INV-100001-11")), &account.id, &key()).await;
+    assert_eq!(transfer["kind"], "BILL_PAYMENT", "{transfer}");
+    let now = bills(app, &s, None).await;
+    assert_eq!(bill(&now, "INV-100001-11")["status"], "PROCESSING", "{now:#?}");
+    let settled = app.wait_transfer_final(&s, &id(&transfer), SETTLE).await;
+    assert_eq!(settled["status"], "COMPLETED", "{settled}");
+    wait_bills(app, &s, "INV-100001-11 PAID", REPORTED, |l| {
+        find_bill(l, "INV-100001-11").is_some_and(|b| b["status"] == "PAID")
+    })
+    .await;
+    assert_eq!(app.account(&s, &account.id).await["balance"], "176.55");
+    assert_eq!(w.provider.payments_for("INV-100001-11").await.len(), 1);
+    // Enough money left for a second payment: refused as already paid.
+    let again = pay_bill_raw(app, &s, &id(bill(&list, "INV-100001-11")), &account.id, &key()).await;
+    expect_code(&again, "BAD_USER_INPUT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bills_work_with_separate_worker_processes() {
+    let w = world_with(TestApp::builder().workers(1)).await;
+    pay_flow(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bills_work_in_embedded_mode_with_the_in_memory_cache() {
+    let w = world_with(TestApp::builder().sqlite()).await;
+    pay_flow(&w).await;
 }

@@ -285,10 +285,12 @@ impl TransferQueries {
 /// and the recovery sweep will enqueue it.
 pub async fn hand_over(s: &AppState, initiated: ledger::transfers::Initiated) -> Transfer {
     if initiated.created {
+        // Publish before the job can run, so subscribers see PENDING before
+        // COMPLETED even when settlement is quicker than the publish.
+        queue::after_commit(&s.queues, &s.events, initiated.events).await;
         if let Err(e) = s.queues.push_settlement(SettleTransfer { transfer_id: initiated.transfer.id }).await {
             tracing::warn!(transfer.id = %initiated.transfer.id, error = %e, "settlement push failed; recovery sweep will retry");
         }
-        queue::after_commit(&s.queues, &s.events, initiated.events).await;
     }
     initiated.transfer.into()
 }
