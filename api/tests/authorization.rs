@@ -265,7 +265,9 @@ async fn every_operation_and_type_declares_an_access_rule() {
             continue;
         }
         match access_rule(&t.header).as_deref() {
-            Some("OWNER_OR_ADMIN" | "ADMIN") => {}
+            // OWNER_OR_ADMIN / ADMIN for owned or internal objects; CUSTOMER
+            // or PUBLIC for shared reference data (utility providers).
+            Some("OWNER_OR_ADMIN" | "ADMIN" | "CUSTOMER" | "PUBLIC") => {}
             Some(other) => problems.push(format!(
                 "type {} declares an unknown rule {other:?}: {}",
                 t.name, t.header
@@ -381,6 +383,12 @@ struct Fx {
     /// Alice's saved payee (Mallory's account number).
     alice_contact: String,
     alice_notification: String,
+    /// The mock utility provider (kept running), its id, Alice's link to
+    /// customer 100001 and her unpaid bill of it.
+    provider: MockProvider,
+    provider_id: String,
+    alice_link: String,
+    alice_bill: String,
 }
 
 fn id_of(v: &Value) -> String {
@@ -397,7 +405,8 @@ async fn setup(app: &TestApp) -> Fx {
     let spare = app.register_random().await;
 
     let a = app.open_account(&alice, "CHECKING", "USD").await;
-    let deposit = app.deposit(&alice, &a.id, "100.00", &key()).await;
+    // Enough for the owner's own calls, the unpaid bill (123.45) included.
+    let deposit = app.deposit(&alice, &a.id, "300.00", &key()).await;
     let alice_deposit = id_of(&deposit);
     let done = app.wait_transfer_final(&alice, &alice_deposit, SETTLE).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
@@ -423,6 +432,43 @@ async fn setup(app: &TestApp) -> Fx {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+
+    // Utility bills: a provider, Alice's link and her cached unpaid bill.
+    let provider = MockProvider::start().await;
+    let created = expect_data(
+        app.gql(
+            admin.token(),
+            "mutation($u: String!) { createUtilityProvider(input: {name: \"Walk Power\", \
+               kind: ELECTRICITY, currency: \"USD\", apiBaseUrl: $u}) { id } }",
+            json!({ "u": provider.base_url }),
+        )
+        .await,
+    );
+    let provider_id = id_of(&created["createUtilityProvider"]);
+    let linked = expect_data(
+        app.gql(
+            alice.token(),
+            "mutation($p: ID!) { linkUtilityAccount(input: {providerId: $p, customerNumber: \"100001\"}) { id } }",
+            json!({ "p": provider_id }),
+        )
+        .await,
+    );
+    let alice_link = id_of(&linked["linkUtilityAccount"]);
+    let deadline = std::time::Instant::now() + SETTLE;
+    let alice_bill = loop {
+        let data = expect_data(
+            app.gql(alice.token(), "{ bills(status: UNPAID) { id status } }", json!({}))
+                .await,
+        );
+        if let Some(b) = data["bills"].as_array().and_then(|l| l.first()) {
+            break id_of(b);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Alice's bills were not fetched: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     Fx {
         admin,
         alice,
@@ -435,6 +481,10 @@ async fn setup(app: &TestApp) -> Fx {
         t_am,
         alice_contact,
         alice_notification,
+        provider,
+        provider_id,
+        alice_link,
+        alice_bill,
     }
 }
 
@@ -550,6 +600,9 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
             json!({}),
         ),
         call(Q, "trialBalance", Admin, Forbidden, "{ trialBalance { currency net } }", json!({})),
+        call(Q, "utilityProviders", Customer, OwnScope, "{ utilityProviders { id name } }", json!({})),
+        call(Q, "utilityLinks", Customer, OwnScope, "{ utilityLinks { id customerNumber } }", json!({})),
+        call(Q, "bills", Customer, OwnScope, "{ bills { id reference status } }", json!({})),
         // -- mutations ----------------------------------------------------
         call(
             M,
@@ -695,6 +748,41 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
         ),
         call(
             M,
+            "createUtilityProvider",
+            Admin,
+            Forbidden,
+            "mutation($u: String!) { createUtilityProvider(input: {name: \"Rogue Power\", kind: GAS, \
+               currency: \"USD\", apiBaseUrl: $u}) { id } }",
+            json!({ "u": fx.provider.base_url }),
+        ),
+        call(
+            M,
+            "linkUtilityAccount",
+            Customer,
+            OwnScope,
+            "mutation($p: ID!) { linkUtilityAccount(input: {providerId: $p, customerNumber: \"100002\"}) { id } }",
+            json!({ "p": fx.provider_id }),
+        ),
+        call(M, "refreshBills", Customer, OwnScope, "mutation { refreshBills }", json!({})),
+        call(
+            M,
+            "payBill",
+            Customer,
+            NotFound,
+            "mutation($b: ID!, $a: ID!, $k: String!) { payBill(input: {billId: $b, fromAccountId: $a, \
+               idempotencyKey: $k}) { id status } }",
+            json!({ "b": fx.alice_bill, "a": own_account, "k": key() }),
+        ),
+        call(
+            M,
+            "unlinkUtilityAccount",
+            Customer,
+            NotFound,
+            "mutation($l: ID!) { unlinkUtilityAccount(id: $l) }",
+            json!({ "l": fx.alice_link }),
+        ),
+        call(
+            M,
             "removeContact",
             Customer,
             NotFound,
@@ -725,6 +813,9 @@ struct Snapshot {
     mallory_role: Value,
     alice_token_works: bool,
     alice_refresh_works: bool,
+    alice_links: Value,
+    alice_bills: Value,
+    providers: Value,
 }
 
 async fn snapshot(app: &TestApp, fx: &mut Fx) -> Snapshot {
@@ -748,11 +839,17 @@ async fn snapshot(app: &TestApp, fx: &mut Fx) -> Snapshot {
     let me = app
         .gql(
             fx.alice.token(),
-            "{ me { id } accounts(first: 100) { totalCount } contacts { id } }",
+            "{ me { id } accounts(first: 100) { totalCount } contacts { id } \
+               utilityLinks { id customerNumber } bills { id status } utilityProviders { id } }",
             json!({}),
         )
         .await;
     let alice_token_works = error_codes(&me).is_empty();
+    let (alice_links, alice_bills, providers) = (
+        me["data"]["utilityLinks"].clone(),
+        me["data"]["bills"].clone(),
+        me["data"]["utilityProviders"].clone(),
+    );
     let (alice_accounts, alice_contacts) = if alice_token_works {
         let data = expect_data(me);
         let mut contacts: Vec<String> = data["contacts"]
@@ -808,6 +905,9 @@ async fn snapshot(app: &TestApp, fx: &mut Fx) -> Snapshot {
         mallory_role,
         alice_token_works,
         alice_refresh_works,
+        alice_links,
+        alice_bills,
+        providers,
     }
 }
 
@@ -867,6 +967,8 @@ async fn walk(app: &TestApp, fx: &mut Fx, who: Who) -> Vec<String> {
         fx.alice_contact.clone(),
         fx.alice_deposit.clone(),
         fx.alice_notification.clone(),
+        fx.alice_link.clone(),
+        fx.alice_bill.clone(),
     ];
     for c in list {
         let token = token_of(fx, who);

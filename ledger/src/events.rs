@@ -20,6 +20,9 @@ pub struct BalanceChanged {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TransferChanged {
     pub transfer_id: Uuid,
+    /// The status this event announces (the row may have moved on since).
+    #[serde(default)]
+    pub status: String,
     /// Owners of either side, so a subscriber can filter without a query.
     pub party_user_ids: Vec<Uuid>,
     pub account_ids: Vec<Uuid>,

@@ -310,6 +310,7 @@ pub fn transfer_event(t: &transfer::Model, src: Option<&account::Model>, dst: Op
     party_user_ids.dedup();
     LedgerEvent::Transfer(TransferChanged {
         transfer_id: t.id,
+        status: t.status.clone(),
         party_user_ids,
         account_ids: [t.source_account_id, t.destination_account_id].into_iter().flatten().collect(),
     })

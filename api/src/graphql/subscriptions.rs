@@ -101,7 +101,15 @@ impl CoreSubscription {
                 if !matches {
                     return None;
                 }
-                ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id).await.ok().map(Transfer::from)
+                let mut row = ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id).await.ok()?;
+                if row.status != t.status && t.status == ledger::transfers::PENDING {
+                    // Settled before this subscriber read it: still announce
+                    // PENDING first; the settlement event follows.
+                    row.status = t.status.clone();
+                    row.settled_at = None;
+                    row.failure_reason = None;
+                }
+                Some(Transfer::from(row))
             }
         }))
     }
