@@ -202,6 +202,42 @@ fn references(list: &[Value]) -> Vec<String> {
     refs
 }
 
+/// The Redis keys of this deployment that mention `link_id`, with their TTL
+/// in seconds (-1: none).
+async fn cache_ttls(app: &TestApp, link_id: &str) -> Vec<(String, i64)> {
+    let client = redis::Client::open(test_redis_url()).expect("TEST_REDIS_URL");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {}: {e}", test_redis_url()));
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", app.prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await
+            .expect("SCAN");
+        keys.extend(batch.into_iter().filter(|k| k.contains(link_id)));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut con).await.expect("TTL");
+        out.push((key, ttl));
+    }
+    out
+}
+
 /// Asserts that `elapsed` stays under `limit` for `what`.
 #[track_caller]
 fn assert_fast(what: &str, elapsed: Duration, limit: Duration) {
@@ -251,6 +287,10 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
         "utilityLinks: {data}"
     );
 
+    // A customer number that is no number at all never reaches the provider.
+    let bad = link_raw(app, &s, &w.provider_id, "../admin").await;
+    expect_code(&bad, "BAD_USER_INPUT");
+
     // Linking the same number twice is refused.
     let twice = link_raw(app, &s, &w.provider_id, "100001").await;
     expect_code(&twice, "BAD_USER_INPUT");
@@ -281,6 +321,16 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
         "fetchedAt of a fresh fetch is {age} old: {unpaid}"
     );
     assert_eq!(fetched_at(unpaid), fetched_at(paid), "one fetch, one fetchedAt");
+
+    // The cache lives in Redis with a TTL of at most 24 h.
+    let ttls = cache_ttls(app, &link_id).await;
+    assert!(!ttls.is_empty(), "no Redis key under {} mentions link {link_id}", app.prefix);
+    for (key, ttl) in &ttls {
+        assert!(
+            *ttl > 0 && *ttl <= 24 * 3600,
+            "the bill cache key {key} has TTL {ttl} s; expected a TTL of at most 24 h"
+        );
+    }
 
     // The status filter.
     let only_unpaid = bills(app, &s, Some("UNPAID")).await;
@@ -375,6 +425,12 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
     assert_eq!(transfer["status"], "PENDING", "{transfer}");
     assert_eq!(transfer["amount"], "123.45", "{transfer}");
     assert_eq!(transfer["currency"], "USD", "{transfer}");
+    assert!(
+        transfer["destination"]["holderName"]
+            .as_str()
+            .is_some_and(|h| h.contains(w.provider_name.as_str())),
+        "the payee of a bill payment is the provider: {transfer}"
+    );
     let transfer_id = id(&transfer);
 
     // Until the provider accepted the report the bill is PROCESSING (the
@@ -865,6 +921,14 @@ async fn pay_flow(w: &World) {
     let list = wait_cached(app, &s).await;
     assert_eq!(references(&list), vec!["INV-100001-10", "INV-100001-11"], "{list:#?}");
     let account = app.funded_account(&s, "USD", "300.00").await;
+    let mut ws = Ws::connect(&app.addr, &s.access_token).await;
+    ws.subscribe(
+        "bills",
+        &format!("subscription {{ billsUpdated {{ {BILL_FIELDS} }} }}"),
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     w.provider.control(json!({ "failNextPayments": 1 })).await;
     let transfer = pay_bill(app, &s, &id(bill(&list, "INV-100001-11")), &account.id, &key()).await;
     assert_eq!(transfer["kind"], "BILL_PAYMENT", "{transfer}");
@@ -876,6 +940,18 @@ async fn pay_flow(w: &World) {
         find_bill(l, "INV-100001-11").is_some_and(|b| b["status"] == "PAID")
     })
     .await;
+    // The report (by the worker) reaches the subscriber (on the api).
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        assert!(!remaining.is_zero(), "no billsUpdated with the bill PAID\n{}", ws.transcript());
+        let data = ws.next_data("bills", remaining).await;
+        let event = data["billsUpdated"].as_array().expect("billsUpdated list").clone();
+        if bill(&event, "INV-100001-11")["status"] == "PAID" {
+            break;
+        }
+    }
+    ws.close().await;
     assert_eq!(app.account(&s, &account.id).await["balance"], "176.55");
     assert_eq!(w.provider.payments_for("INV-100001-11").await.len(), 1);
     // Enough money left for a second payment: refused as already paid.
@@ -893,4 +969,70 @@ async fn bills_work_with_separate_worker_processes() {
 async fn bills_work_in_embedded_mode_with_the_in_memory_cache() {
     let w = world_with(TestApp::builder().sqlite()).await;
     pay_flow(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bill_payment_that_fails_at_settlement_frees_the_bill_and_is_never_reported() {
+    let mut w = world_with(TestApp::builder().workers(1)).await;
+    let s = w.app.register_random().await;
+    link(&w, &s, "100001").await;
+    let list = wait_cached(&w.app, &s).await;
+    let to_pay = id(bill(&list, "INV-100001-11"));
+    let account = w.app.funded_account(&s, "USD", "500.00").await;
+
+    // No worker: the payment stays PENDING while the admin freezes the
+    // source account, so settlement fails it.
+    w.app.workers[0].terminate(Duration::from_secs(30)).await;
+    let transfer = pay_bill(&w.app, &s, &to_pay, &account.id, &key()).await;
+    assert_eq!(transfer["status"], "PENDING", "{transfer}");
+    let now = bills(&w.app, &s, None).await;
+    assert_eq!(bill(&now, "INV-100001-11")["status"], "PROCESSING", "{now:#?}");
+    expect_data(
+        w.app
+            .gql(
+                w.admin.token(),
+                "mutation F($id: ID!) { freezeAccount(id: $id, reason: \"bill test\") { id status } }",
+                json!({ "id": account.id }),
+            )
+            .await,
+    );
+    let worker = w.app.spawn_worker().await;
+    w.app.workers.push(worker);
+    let failed = w.app.wait_transfer_final(&s, &id(&transfer), SETTLE).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+
+    // The bill is payable again and the provider never heard of the payment.
+    wait_bills(&w.app, &s, "INV-100001-11 UNPAID again", CACHE_FILL, |l| {
+        find_bill(l, "INV-100001-11").is_some_and(|b| b["status"] == "UNPAID")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        w.provider.payments().await.is_empty(),
+        "a failed payment was reported: {:?}",
+        w.provider.payments().await
+    );
+    let acc = w.app.account(&s, &account.id).await;
+    assert_eq!(acc["balance"], "500.00", "{acc}");
+    assert_eq!(acc["availableBalance"], "500.00", "the hold survived the failure: {acc}");
+
+    expect_data(
+        w.app
+            .gql(
+                w.admin.token(),
+                "mutation U($id: ID!) { unfreezeAccount(id: $id) { id status } }",
+                json!({ "id": account.id }),
+            )
+            .await,
+    );
+    let retry = pay_bill(&w.app, &s, &to_pay, &account.id, &key()).await;
+    let done = w.app.wait_transfer_final(&s, &id(&retry), SETTLE).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    wait_bills(&w.app, &s, "INV-100001-11 PAID", REPORTED, |l| {
+        find_bill(l, "INV-100001-11").is_some_and(|b| b["status"] == "PAID")
+    })
+    .await;
+    assert_eq!(w.provider.payments_for("INV-100001-11").await.len(), 1);
+    assert_eq!(w.app.account(&s, &account.id).await["balance"], "376.55");
+    w.app.assert_ledger_consistent().await;
 }
