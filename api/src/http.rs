@@ -121,10 +121,19 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap) -> Respo
     }
 }
 
-async fn graphql_ws(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn graphql_ws(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Small, bounded buffers: an idle subscription should cost kilobytes, and
+    // a client that stops reading is cut off instead of growing memory.
     ws.protocols(["graphql-transport-ws", "graphql-ws"])
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(socket, state))
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .on_upgrade(move |socket| crate::ws::serve(socket, state, peer.ip()))
 }
 
 #[derive(serde::Deserialize)]

@@ -30,7 +30,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Incoming messages buffered before the reader waits for the executor.
 const INBOX: usize = 32;
 
-pub async fn serve(socket: WebSocket, state: AppState) {
+pub async fn serve(socket: WebSocket, state: AppState, peer: std::net::IpAddr) {
     let protocol = socket
         .protocol()
         .and_then(|p| p.to_str().ok())
@@ -40,6 +40,7 @@ pub async fn serve(socket: WebSocket, state: AppState) {
     let (mut sink, mut source) = socket.split();
     let (inbox_tx, inbox_rx) = mpsc::channel::<Vec<u8>>(INBOX);
     let (expiry_tx, mut expiry_rx) = watch::channel::<Option<chrono::DateTime<chrono::Utc>>>(None);
+    let (viewer_tx, viewer_rx) = watch::channel::<Option<uuid::Uuid>>(None);
 
     let init_state = state.clone();
     let inbox = futures::stream::unfold(inbox_rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
@@ -58,12 +59,14 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                 .await
                 .map_err(|_| async_graphql::Error::new("Forbidden: invalid or expired access token"))?;
             let _ = expiry_tx.send(Some(expires_at));
+            let _ = viewer_tx.send(Some(viewer.user_id));
             let (accounts, users) = loaders::for_request(&init_state.db);
             let mut data = Data::default();
             data.insert(init_state.clone());
             data.insert(Auth::Viewer(viewer));
             data.insert(accounts);
             data.insert(users);
+            data.insert(crate::graphql::ClientIp(peer));
             Ok(data)
         }),
     );
@@ -102,6 +105,16 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                 match message_type(&bytes).as_deref() {
                     Some("connection_init") => init_received = true,
                     Some("subscribe") | Some("start") if !acked && modern => break Some((4401, "Unauthorized".into())),
+                    Some("subscribe") | Some("start") => {
+                        // The same document caps and request limit as over HTTP.
+                        let viewer = *viewer_rx.borrow();
+                        if let Some(refusal) = refuse_operation(&state, &bytes, viewer, peer, modern).await {
+                            if sink.send(Message::Text(refusal.into())).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
+                    }
                     _ => {}
                 }
                 if inbox_tx.send(bytes).await.is_err() {
@@ -204,4 +217,40 @@ fn completed_id(text: &str) -> Option<String> {
         return None;
     }
     Some(v.get("id")?.as_str()?.to_owned())
+}
+
+/// An `error` message refusing an operation over the limits, if it is.
+async fn refuse_operation(
+    state: &AppState,
+    bytes: &[u8],
+    viewer: Option<uuid::Uuid>,
+    peer: std::net::IpAddr,
+    modern: bool,
+) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let id = v.get("id").and_then(|i| i.as_str()).unwrap_or_default().to_owned();
+    let query = v.get("payload").and_then(|p| p.get("query")).and_then(|q| q.as_str()).unwrap_or_default();
+    let refusal = |code: &str, message: &str| {
+        let errors = serde_json::json!([{"message": message, "extensions": {"code": code}}]);
+        let msg = if modern {
+            serde_json::json!({"type": "error", "id": id, "payload": errors})
+        } else {
+            serde_json::json!({"type": "error", "id": id, "payload": errors[0]})
+        };
+        Some(msg.to_string())
+    };
+    if let Ok(doc) = async_graphql::parser::parse_query(query) {
+        let (aliases, operations) = crate::limits::document_shape(&doc);
+        if aliases > crate::limits::MAX_ALIASES || operations > crate::limits::MAX_OPERATIONS {
+            return refusal("GRAPHQL_VALIDATION_FAILED", "document too large: too many aliases or operations");
+        }
+    }
+    let bucket = match viewer {
+        Some(u) => format!("req:user:{u}"),
+        None => format!("req:ip:{peer}"),
+    };
+    if state.limiter.hit(&bucket, Duration::from_secs(60)).await > state.requests_per_minute {
+        return refusal("RATE_LIMITED", "too many requests; try again in a minute");
+    }
+    None
 }

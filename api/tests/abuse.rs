@@ -60,30 +60,31 @@ async fn can_log_in(app: &TestApp, email: &str) -> Value {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_nested_deeper_than_twelve_levels_is_refused() {
+async fn a_query_nested_deeper_than_fifteen_levels_is_refused() {
     let app = TestApp::spawn().await;
     let user = app.register_random().await;
     app.funded_account(&user, "USD", "10.00").await;
 
     // me(1) accounts(2) edges(3) node(4) transfers(5) edges(6) node(7)
-    // destination(8) account(9) owner(10) accounts(11) totalCount(12)
-    let twelve = "{ me { accounts { edges { node { transfers { edges { node { destination { \
-                  account { owner { accounts { totalCount } } } } } } } } } } } }";
-    let data = expect_data(app.gql(user.token(), twelve, json!({})).await);
+    // destination(8) account(9) owner(10) accounts(11) edges(12) node(13)
+    // owner(14) id(15); `first: 1` keeps the complexity low.
+    let fifteen = "{ me { accounts(first: 1) { edges { node { transfers(first: 1) { edges { node { destination { \
+                   account { owner { accounts(first: 1) { edges { node { owner { id } } } } } } } } } } } } } } }";
+    let data = expect_data(app.gql(user.token(), fifteen, json!({})).await);
     assert!(data["me"]["accounts"]["edges"][0].is_object(), "{data}");
 
-    // ... owner(10) accounts(11) edges(12) cursor(13)
-    let thirteen = "{ me { accounts { edges { node { transfers { edges { node { destination { \
-                    account { owner { accounts { edges { cursor } } } } } } } } } } } } }";
-    let resp = app.gql(user.token(), thirteen, json!({})).await;
+    // ... node(13) owner(14) accounts(15) totalCount(16)
+    let sixteen = "{ me { accounts(first: 1) { edges { node { transfers(first: 1) { edges { node { destination { \
+                   account { owner { accounts(first: 1) { edges { node { owner { accounts(first: 1) { totalCount } } } } } } } } } } } } } } } }";
+    let resp = app.gql(user.token(), sixteen, json!({})).await;
     expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
     assert!(resp["data"].is_null(), "nothing executes: {resp}");
 
     // Through fragments the depth is the same.
     let with_fragments = "query { me { ...A } } \
-        fragment A on User { accounts { edges { node { ...B } } } } \
-        fragment B on Account { transfers { edges { node { destination { account { ...C } } } } } } \
-        fragment C on Account { owner { accounts { edges { cursor } } } }";
+        fragment A on User { accounts(first: 1) { edges { node { ...B } } } } \
+        fragment B on Account { transfers(first: 1) { edges { node { destination { account { ...C } } } } } } \
+        fragment C on Account { owner { accounts(first: 1) { edges { node { owner { accounts(first: 1) { totalCount } } } } } } }";
     let resp = app.gql(user.token(), with_fragments, json!({})).await;
     expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
 }

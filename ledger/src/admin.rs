@@ -103,7 +103,14 @@ pub async fn set_role(db: &DatabaseConnection, admin: &Viewer, user_id: Uuid, ro
     let txn = begin_write(db).await?;
     let u = user::Entity::find_by_id(user_id).lock_exclusive().one(&txn).await?.ok_or(LedgerError::NotFound("user"))?;
     if u.role == Role::Admin.as_str() && role == Role::Customer {
-        let admins = user::Entity::find().filter(user::Column::Role.eq(Role::Admin.as_str())).count(&txn).await?;
+        // Lock every admin row so two admins demoting each other at once
+        // are serialised and the second sees the first's change.
+        let admins = user::Entity::find()
+            .filter(user::Column::Role.eq(Role::Admin.as_str()))
+            .lock_exclusive()
+            .all(&txn)
+            .await?
+            .len();
         if admins <= 1 {
             return Err(LedgerError::bad_input("the last administrator cannot be demoted"));
         }
@@ -122,7 +129,9 @@ pub async fn set_role(db: &DatabaseConnection, admin: &Viewer, user_id: Uuid, ro
 pub async fn users(db: &impl ConnectionTrait, search: Option<&str>, page: PageRequest) -> LedgerResult<Page<user::Model>> {
     let mut q = user::Entity::find();
     if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
-        let pattern = format!("%{}%", s.to_lowercase().replace(['%', '_'], ""));
+        // Escape LIKE wildcards so a search for "a_b" means exactly that.
+        let escaped = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let pattern = sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\');
         q = q.filter(
             Condition::any()
                 .add(user::Column::Email.like(pattern.clone()))

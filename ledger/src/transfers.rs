@@ -209,7 +209,7 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
             Ok(Plan { kind: WITHDRAWAL, amount, currency, source: Some(acc), destination: None, memo: None, fingerprint, bill: None })
         }
         MoneyRequest::Transfer { from_account_id, to, memo } => {
-            let src = accounts::get_for_viewer(db, viewer, from_account_id).await?;
+            let src = owned_source(db, viewer, from_account_id).await?;
             let currency = Currency::parse(&src.currency)?;
             let amount = Amount::parse(amount, currency)?;
             let memo = match memo.map(|m| m.trim().to_owned()) {
@@ -242,7 +242,7 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
             Ok(Plan { kind: TRANSFER, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint, bill: None })
         }
         MoneyRequest::BillPayment { from_account_id, bill } => {
-            let src = accounts::get_for_viewer(db, viewer, from_account_id).await?;
+            let src = owned_source(db, viewer, from_account_id).await?;
             let currency = Currency::parse(&src.currency)?;
             if !bill.bill.currency.eq_ignore_ascii_case(currency.code()) || bill.provider.currency != currency.code() {
                 return Err(LedgerError::CurrencyMismatch);
@@ -263,6 +263,17 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
             Ok(Plan { kind: BILL_PAYMENT, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint, bill: Some(bill) })
         }
     }
+}
+
+/// Transfers and bill payments leave only from the viewer's own account,
+/// admins included: an admin acting on a customer's money uses deposit,
+/// withdraw or reverseTransfer, which are the audited paths.
+async fn owned_source(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> LedgerResult<account::Model> {
+    let a = accounts::get_for_viewer(db, viewer, id).await?;
+    if a.owner_id != Some(viewer.user_id) {
+        return Err(LedgerError::NotFound("account"));
+    }
+    Ok(a)
 }
 
 /// The rules a new request must pass (balances are checked under lock later).

@@ -92,6 +92,7 @@ impl Account {
         DateTime(self.0.created_at)
     }
     /// Transfers into and out of this account, newest first.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn transfers(
         &self,
         ctx: &Context<'_>,
@@ -126,7 +127,7 @@ impl AccountQueries {
     }
 
     /// The viewer's accounts, newest first.
-    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn accounts(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
         let v = viewer(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;

@@ -47,7 +47,7 @@ pub struct AdminQueries;
 #[Object]
 impl AdminQueries {
     /// ADMIN. Users, searched by email or name.
-    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn users(&self, ctx: &Context<'_>, search: Option<String>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<User>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -56,7 +56,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. Every customer account.
-    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn all_accounts(&self, ctx: &Context<'_>, status: Option<AccountStatus>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -65,7 +65,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. Every transfer.
-    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn all_transfers(
         &self,
         ctx: &Context<'_>,
@@ -80,7 +80,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. Who did what, newest first.
-    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn audit_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<AuditEntry>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
@@ -89,7 +89,7 @@ impl AdminQueries {
     }
 
     /// ADMIN. The dead-letter list: notifications whose email could not be delivered.
-    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
+    #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn failed_notifications(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Notification>> {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;

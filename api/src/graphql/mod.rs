@@ -20,10 +20,11 @@ use crate::app::AppState;
 pub use errors::{Gql, unauthenticated};
 
 /// Limits against abusive documents (async-graphql has none by default).
-/// Depth 12 fits `transfers → edges → node → source → account → owner →
-/// accounts → edges → node → …` with room to spare; complexity bounds the
-/// number of fields a single request may resolve.
-pub const MAX_DEPTH: usize = 12;
+/// Depth 15 is what GraphiQL's own introspection query needs (its `TypeRef`
+/// fragment nests `ofType` nine levels); the README's deepest query uses 8.
+/// Complexity counts every field, multiplied by `first` on lists, so that
+/// nested pages cannot ask for a hundred thousand values.
+pub const MAX_DEPTH: usize = 15;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 #[derive(MergedObject, Default)]

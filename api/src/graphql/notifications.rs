@@ -72,7 +72,7 @@ pub struct NotificationQueries;
 #[Object]
 impl NotificationQueries {
     /// The viewer's notifications, newest first.
-    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn notifications(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Notification>> {
         let v = viewer(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;

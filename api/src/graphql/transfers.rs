@@ -256,7 +256,7 @@ impl TransferQueries {
 
     /// The viewer's transfers in both directions, newest first.
     #[allow(clippy::too_many_arguments)]
-    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
+    #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn transfers(
         &self,
         ctx: &Context<'_>,

@@ -44,6 +44,7 @@ impl User {
         DateTime(self.0.created_at)
     }
     /// The user's accounts, newest first (the user themself or an admin).
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
     async fn accounts(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
         let v = viewer(ctx)?;
         if v.user_id != self.0.id && !v.is_admin() {
@@ -127,7 +128,9 @@ impl UserMutations {
         // whatever is typed, so guessing stops working for the window.
         let account = account_key(&input.email);
         let client = ctx.data_opt::<super::ClientIp>().map(|ip| format!("login:ip:{}", ip.0));
-        let mut limited = s.limiter.count(&account, LOGIN_WINDOW).await >= LOGIN_FAILURES_PER_ACCOUNT;
+        // Every attempt counts before the password is checked, so concurrent
+        // guesses cannot all slip in under the limit; success resets.
+        let mut limited = s.limiter.hit(&account, LOGIN_WINDOW).await > LOGIN_FAILURES_PER_ACCOUNT;
         if let Some(c) = &client {
             limited |= s.limiter.count(c, LOGIN_WINDOW).await >= LOGIN_FAILURES_PER_CLIENT;
         }
@@ -140,11 +143,10 @@ impl UserMutations {
                 Ok(session.into())
             }
             Err(e) => {
-                if matches!(e, ledger::LedgerError::InvalidCredentials) {
-                    s.limiter.hit(&account, LOGIN_WINDOW).await;
-                    if let Some(c) = &client {
-                        s.limiter.hit(c, LOGIN_WINDOW).await;
-                    }
+                if matches!(e, ledger::LedgerError::InvalidCredentials)
+                    && let Some(c) = &client
+                {
+                    s.limiter.hit(c, LOGIN_WINDOW).await;
                 }
                 Err(super::errors::to_gql(e))
             }
