@@ -24,6 +24,7 @@ pub struct AppState {
     pub bills: queue::BillCache,
     pub requests_per_minute: u64,
     pub graphiql: bool,
+    pub introspection: bool,
     /// Flips to true on SIGTERM; long-lived connections close on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -94,6 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         requests_per_minute: config.requests_per_minute,
         bills: bills.clone(),
         graphiql: config.graphiql,
+        introspection: config.introspection,
         shutdown: stop_rx.clone(),
     };
 

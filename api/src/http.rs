@@ -80,6 +80,9 @@ async fn graphql_post(
     let document_parses = parsed.is_ok();
     if let Ok(doc) = &parsed {
         let (aliases, operations) = crate::limits::document_shape(doc);
+        if !state.introspection && crate::limits::uses_introspection(doc) {
+            return error_body(StatusCode::BAD_REQUEST, "GRAPHQL_VALIDATION_FAILED", "introspection is disabled on this server");
+        }
         if aliases > crate::limits::MAX_ALIASES || operations > crate::limits::MAX_OPERATIONS {
             return error_body(
                 StatusCode::BAD_REQUEST,

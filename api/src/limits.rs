@@ -140,3 +140,20 @@ pub fn document_shape(doc: &async_graphql::parser::types::ExecutableDocument) ->
     total += doc.fragments.values().map(|f| aliases(&f.node.selection_set.node)).sum::<usize>();
     (total, ops.len())
 }
+
+/// Whether the document asks for `__schema` or `__type` anywhere.
+pub fn uses_introspection(doc: &async_graphql::parser::types::ExecutableDocument) -> bool {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn walk(set: &SelectionSet) -> bool {
+        set.items.iter().any(|s| match &s.node {
+            Selection::Field(f) => {
+                let n = f.node.name.node.as_str();
+                n == "__schema" || n == "__type" || walk(&f.node.selection_set.node)
+            }
+            Selection::InlineFragment(i) => walk(&i.node.selection_set.node),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    doc.operations.iter().any(|(_, op)| walk(&op.node.selection_set.node))
+        || doc.fragments.values().any(|f| walk(&f.node.selection_set.node))
+}

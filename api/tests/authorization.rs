@@ -1190,7 +1190,12 @@ fn selection(types: &HashMap<String, Value>, type_name: &str, depth: usize) -> S
         while ty["name"].is_null() && !ty["ofType"].is_null() {
             ty = &ty["ofType"];
         }
-        let name = f["name"].as_str().expect("field name");
+        let plain = f["name"].as_str().expect("field name");
+        // Lists are costed per requested item: ask for one so the whole
+        // selection stays under the complexity limit.
+        let pages = f["args"].as_array().into_iter().flatten().any(|a| a["name"] == "first");
+        let name = if pages { format!("{plain}(first: 1)") } else { plain.to_string() };
+        let name = name.as_str();
         match ty["kind"].as_str() {
             Some("SCALAR" | "ENUM") => out.push(name.to_string()),
             Some("OBJECT") if depth > 0 => {
@@ -1244,7 +1249,7 @@ async fn another_customer_reaches_no_field_of_a_victims_account_or_transfer() {
         (format!("query($id: ID!) {{ account(id: $id) {{ {account_all} }} }}"), a.id.clone()),
         (format!("query($id: ID!) {{ transfer(id: $id) {{ {transfer_all} }} }}"), alice_deposit.clone()),
         (
-            format!("query($id: ID) {{ transfers(accountId: $id) {{ totalCount edges {{ node {{ {transfer_all} }} }} }} }}"),
+            format!("query($id: ID) {{ transfers(accountId: $id, first: 1) {{ totalCount edges {{ node {{ {transfer_all} }} }} }} }}"),
             a.id.clone(),
         ),
     ] {
@@ -1264,9 +1269,9 @@ async fn another_customer_reaches_no_field_of_a_victims_account_or_transfer() {
     // side as a Party whose `account` is null.
     let paths = [
         format!("query($id: ID!) {{ transfer(id: $id) {{ {transfer_all} }} }}"),
-        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} transfers(first: 100) {{ edges {{ node {{ {transfer_all} }} }} }} }}"),
-        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} accounts {{ edges {{ node {{ transfers(first: 100) {{ edges {{ node {{ {transfer_all} }} }} }} }} }} }} }}"),
-        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} me {{ accounts {{ edges {{ node {{ transfers {{ edges {{ node {{ source {{ accountNumber holderName account {{ {account_shallow} }} }} destination {{ accountNumber holderName account {{ {account_shallow} }} }} }} }} }} }} }} }} }} }}"),
+        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} transfers(first: 10) {{ edges {{ node {{ {transfer_all} }} }} }} }}"),
+        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} accounts(first: 2) {{ edges {{ node {{ transfers(first: 10) {{ edges {{ node {{ {transfer_all} }} }} }} }} }} }} }}"),
+        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} me {{ accounts(first: 2) {{ edges {{ node {{ transfers(first: 10) {{ edges {{ node {{ source {{ accountNumber holderName account {{ {account_shallow} }} }} destination {{ accountNumber holderName account {{ {account_shallow} }} }} }} }} }} }} }} }} }} }}"),
     ];
     for doc in &paths {
         for id in [&to_mallory, &to_alice] {
