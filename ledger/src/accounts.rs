@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, sea_query::OnConflict,
+    PaginatorTrait, QueryFilter, QuerySelect, Set, sea_query::OnConflict,
 };
 use uuid::Uuid;
 
@@ -157,27 +157,7 @@ pub async fn list(
     if let Some(s) = status {
         q = q.filter(account::Column::Status.eq(s));
     }
-    let total_count = q.clone().count(db).await?;
-    if let Some(c) = page.after {
-        q = q.filter(
-            sea_orm::Condition::any()
-                .add(account::Column::CreatedAt.lt(c.created_at))
-                .add(
-                    sea_orm::Condition::all()
-                        .add(account::Column::CreatedAt.eq(c.created_at))
-                        .add(account::Column::Id.lt(c.id)),
-                ),
-        );
-    }
-    let mut items = q
-        .order_by_desc(account::Column::CreatedAt)
-        .order_by_desc(account::Column::Id)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = items.len() as u64 > page.first;
-    items.truncate(page.first as usize);
-    Ok(Page { items, has_next_page, total_count })
+    crate::page::fetch(db, q, account::Column::CreatedAt, account::Column::Id, page).await
 }
 
 pub async fn by_ids(db: &impl ConnectionTrait, ids: &[Uuid]) -> LedgerResult<Vec<account::Model>> {

@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    QueryFilter, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -138,42 +138,10 @@ pub async fn users(db: &impl ConnectionTrait, search: Option<&str>, page: PageRe
                 .add(sea_orm::sea_query::Expr::expr(sea_orm::sea_query::Func::lower(sea_orm::sea_query::Expr::col(user::Column::FullName))).like(pattern)),
         );
     }
-    let total_count = q.clone().count(db).await?;
-    if let Some(c) = page.after {
-        q = q.filter(
-            Condition::any().add(user::Column::CreatedAt.lt(c.created_at)).add(
-                Condition::all().add(user::Column::CreatedAt.eq(c.created_at)).add(user::Column::Id.lt(c.id)),
-            ),
-        );
-    }
-    let mut items = q
-        .order_by_desc(user::Column::CreatedAt)
-        .order_by_desc(user::Column::Id)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = items.len() as u64 > page.first;
-    items.truncate(page.first as usize);
-    Ok(Page { items, has_next_page, total_count })
+    crate::page::fetch(db, q, user::Column::CreatedAt, user::Column::Id, page).await
 }
 
 pub async fn audit_log(db: &impl ConnectionTrait, page: PageRequest) -> LedgerResult<Page<audit_entry::Model>> {
-    let mut q = audit_entry::Entity::find();
-    let total_count = q.clone().count(db).await?;
-    if let Some(c) = page.after {
-        q = q.filter(
-            Condition::any().add(audit_entry::Column::CreatedAt.lt(c.created_at)).add(
-                Condition::all().add(audit_entry::Column::CreatedAt.eq(c.created_at)).add(audit_entry::Column::Id.lt(c.id)),
-            ),
-        );
-    }
-    let mut items = q
-        .order_by_desc(audit_entry::Column::CreatedAt)
-        .order_by_desc(audit_entry::Column::Id)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = items.len() as u64 > page.first;
-    items.truncate(page.first as usize);
-    Ok(Page { items, has_next_page, total_count })
+    let q = audit_entry::Entity::find();
+    crate::page::fetch(db, q, audit_entry::Column::CreatedAt, audit_entry::Column::Id, page).await
 }

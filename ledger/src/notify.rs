@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use chrono::Duration;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -242,24 +242,8 @@ async fn list_where(
     filter: sea_orm::sea_query::SimpleExpr,
     page: PageRequest,
 ) -> LedgerResult<Page<notification::Model>> {
-    let mut q = notification::Entity::find().filter(filter);
-    let total_count = q.clone().count(db).await?;
-    if let Some(c) = page.after {
-        q = q.filter(
-            Condition::any().add(notification::Column::CreatedAt.lt(c.created_at)).add(
-                Condition::all().add(notification::Column::CreatedAt.eq(c.created_at)).add(notification::Column::Id.lt(c.id)),
-            ),
-        );
-    }
-    let mut items = q
-        .order_by_desc(notification::Column::CreatedAt)
-        .order_by_desc(notification::Column::Id)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = items.len() as u64 > page.first;
-    items.truncate(page.first as usize);
-    Ok(Page { items, has_next_page, total_count })
+    let q = notification::Entity::find().filter(filter);
+    crate::page::fetch(db, q, notification::Column::CreatedAt, notification::Column::Id, page).await
 }
 
 #[cfg(test)]

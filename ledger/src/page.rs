@@ -83,3 +83,32 @@ mod tests {
         assert_eq!(PageRequest::parse(None, Some("zz")).unwrap_err().code(), "BAD_USER_INPUT");
     }
 }
+
+/// Runs one keyset page of `query`, newest first by (`created`, `id`).
+pub async fn fetch<E, C>(
+    db: &C,
+    query: sea_orm::Select<E>,
+    created: E::Column,
+    id: E::Column,
+    page: PageRequest,
+) -> LedgerResult<Page<E::Model>>
+where
+    E: sea_orm::EntityTrait,
+    E::Model: Send + Sync,
+    C: sea_orm::ConnectionTrait,
+{
+    use sea_orm::{ColumnTrait, Condition, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+    let total_count = query.clone().count(db).await?;
+    let mut q = query;
+    if let Some(c) = page.after {
+        q = q.filter(
+            Condition::any()
+                .add(created.lt(c.created_at))
+                .add(Condition::all().add(created.eq(c.created_at)).add(id.lt(c.id))),
+        );
+    }
+    let mut items = q.order_by_desc(created).order_by_desc(id).limit(page.first + 1).all(db).await?;
+    let has_next_page = items.len() as u64 > page.first;
+    items.truncate(page.first as usize);
+    Ok(Page { items, has_next_page, total_count })
+}

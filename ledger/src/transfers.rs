@@ -371,25 +371,7 @@ pub async fn list(
     if let Some(k) = &filter.kind {
         q = q.filter(transfer::Column::Kind.eq(k.as_str()));
     }
-    let total_count = q.clone().count(db).await?;
-    if let Some(c) = page.after {
-        q = q.filter(
-            Condition::any().add(transfer::Column::CreatedAt.lt(c.created_at)).add(
-                Condition::all()
-                    .add(transfer::Column::CreatedAt.eq(c.created_at))
-                    .add(transfer::Column::Id.lt(c.id)),
-            ),
-        );
-    }
-    let mut items = q
-        .order_by_desc(transfer::Column::CreatedAt)
-        .order_by_desc(transfer::Column::Id)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = items.len() as u64 > page.first;
-    items.truncate(page.first as usize);
-    Ok(Page { items, has_next_page, total_count })
+    crate::page::fetch(db, q, transfer::Column::CreatedAt, transfer::Column::Id, page).await
 }
 
 /// The ids of the viewer's own accounts, for "the viewer's transfers".
