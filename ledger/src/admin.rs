@@ -50,7 +50,7 @@ async fn set_status(
     to: &str,
     action: &str,
     reason: Option<&str>,
-) -> LedgerResult<account::Model> {
+) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
     admin.require_admin()?;
     let txn = begin_write(db).await?;
     let a = account::Entity::find_by_id(id)
@@ -67,16 +67,33 @@ async fn set_status(
     am.updated_at = Set(now());
     let a = am.update(&txn).await?;
     audit(&txn, admin, action, Some(id), reason).await?;
+    let mut events = Vec::new();
+    if let Some(owner) = a.owner_id {
+        let (kind, subject, body) = if to == FROZEN {
+            (
+                "ACCOUNT_FROZEN",
+                format!("Your account {} was frozen", a.number),
+                format!("Your account {} was frozen: it can neither send nor receive money until it is unfrozen.\nReason: {}\nContact support if you did not expect this.\n", a.number, reason.unwrap_or("-")),
+            )
+        } else {
+            ("ACCOUNT_UNFROZEN", format!("Your account {} is active again", a.number), format!("Your account {} was unfrozen and can send and receive money again.\n", a.number))
+        };
+        let key = format!("account:{}:{}:{}", a.id, kind, a.updated_at.timestamp_micros());
+        if let Some(n) = crate::notify::record(&txn, owner, kind, &subject, &body, &key).await? {
+            events.push(crate::events::LedgerEvent::Notification { user_id: owner, notification_id: n });
+        }
+    }
     txn.commit().await?;
-    Ok(a)
+    Ok((a, events))
 }
 
-pub async fn freeze(db: &DatabaseConnection, admin: &Viewer, id: Uuid, reason: &str) -> LedgerResult<account::Model> {
+/// Freezes an account and notifies its owner; returns events to publish.
+pub async fn freeze(db: &DatabaseConnection, admin: &Viewer, id: Uuid, reason: &str) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
     let reason = require_reason(reason)?;
     set_status(db, admin, id, FROZEN, "FREEZE_ACCOUNT", Some(reason)).await
 }
 
-pub async fn unfreeze(db: &DatabaseConnection, admin: &Viewer, id: Uuid) -> LedgerResult<account::Model> {
+pub async fn unfreeze(db: &DatabaseConnection, admin: &Viewer, id: Uuid) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
     set_status(db, admin, id, ACTIVE, "UNFREEZE_ACCOUNT", None).await
 }
 

@@ -124,7 +124,10 @@ impl AdminMutations {
     async fn freeze_account(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Account> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "account")?;
-        Ok(Account(ledger::admin::freeze(&state(ctx).db, &v, id, &reason).await.gql()?))
+        let s = state(ctx);
+        let (account, events) = ledger::admin::freeze(&s.db, &v, id, &reason).await.gql()?;
+        queue::after_commit(&s.queues, &s.events, events).await;
+        Ok(Account(account))
     }
 
     /// ADMIN.
@@ -132,7 +135,10 @@ impl AdminMutations {
     async fn unfreeze_account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
         let v = admin(ctx)?;
         let id = parse_id(&id, "account")?;
-        Ok(Account(ledger::admin::unfreeze(&state(ctx).db, &v, id).await.gql()?))
+        let s = state(ctx);
+        let (account, events) = ledger::admin::unfreeze(&s.db, &v, id).await.gql()?;
+        queue::after_commit(&s.queues, &s.events, events).await;
+        Ok(Account(account))
     }
 
     /// ADMIN.
