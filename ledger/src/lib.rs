@@ -3,13 +3,15 @@
 //! Everything that decides about money lives here: value types (`money`,
 //! `account_number`, `idempotency`, `email`), identity (`auth`), accounts,
 //! the hold-then-settle life of a transfer (`transfers`, `settlement`),
-//! the recovery sweep's query, notifications and the job payloads that carry
-//! work to the workers. Pure decisions are plain functions unit-tested without
+//! the recovery sweep's query, notifications, utility bills and the job
+//! payloads that carry work to the workers. Pure decisions are plain functions unit-tested without
 //! a database; the async functions take a SeaORM connection or transaction so
 //! that the caller owns the transaction boundary.
 //!
-//! May depend on `entity` and SeaORM; must not depend on axum, async-graphql,
-//! apalis or lettre, so that the rules do not change with the transport.
+//! May depend on `entity`, SeaORM and an HTTP client (reqwest, for the
+//! utility providers' API in `bills`); must not depend on axum,
+//! async-graphql, apalis or lettre, so that the rules do not change with the
+//! transport.
 
 pub mod account_number;
 pub mod accounts;
