@@ -200,6 +200,16 @@ pub async fn link(
         return Err(LedgerError::bad_input("nickname is at most 100 characters"));
     }
     let p = provider(db, provider_id).await?;
+    // Answer a duplicate without bothering (or waiting for) the provider.
+    let existing = utility_link::Entity::find()
+        .filter(utility_link::Column::UserId.eq(viewer.user_id))
+        .filter(utility_link::Column::ProviderId.eq(p.id))
+        .filter(utility_link::Column::CustomerNumber.eq(number))
+        .one(db)
+        .await?;
+    if existing.is_some() {
+        return Err(LedgerError::bad_input("this customer number is already linked"));
+    }
     match check_customer(&p.api_base_url, number).await {
         Ok(_) => {}
         Err(ProviderError::NotFound) => return Err(LedgerError::NotFound("provider customer")),
@@ -309,6 +319,16 @@ pub async fn resolve_bill(
         .and_then(|c| c.bills.into_iter().find(|b| b.reference == reference))
         .ok_or(LedgerError::NotFound("bill"))?;
     Ok(BillToPay { link, provider, bill })
+}
+
+/// Whether this bill already has a payment (settled, in flight or reported).
+pub async fn already_paid(db: &impl ConnectionTrait, b: &BillToPay) -> LedgerResult<bool> {
+    Ok(bill_payment::Entity::find()
+        .filter(bill_payment::Column::ProviderId.eq(b.provider.id))
+        .filter(bill_payment::Column::Reference.eq(b.bill.reference.as_str()))
+        .one(db)
+        .await?
+        .is_some())
 }
 
 /// Records the payment row inside the transfer's transaction; the unique

@@ -105,6 +105,13 @@ pub async fn initiate(
         return replay(existing, &plan.fingerprint);
     }
     check_business_rules(viewer, policy, &plan)?;
+    // A paid bill is refused before any funds check (the unique index still
+    // decides a race between two payments).
+    if let Some(bill) = &plan.bill
+        && crate::bills::already_paid(db, bill).await?
+    {
+        return Err(LedgerError::bad_input("this bill is already paid or being paid"));
+    }
 
     let txn = begin_write(db).await?;
     let t = now();
