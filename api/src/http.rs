@@ -105,8 +105,17 @@ async fn graphql_post(
     }
     let (accounts, users) = loaders::for_request(&state.db);
     let request = request.data(state.clone()).data(auth).data(accounts).data(users).data(crate::graphql::ClientIp(peer.ip()));
+    let operation = request
+        .operation_name
+        .clone()
+        .or_else(|| parsed.as_ref().ok().and_then(|d| d.operations.iter().next().and_then(|(n, _)| n.map(|n| n.to_string()))))
+        .unwrap_or_else(|| "anonymous".into());
+    let started = std::time::Instant::now();
     let mut response = state.schema.execute(request).await;
     assign_codes(&mut response.errors, document_parses);
+    let outcome = if response.errors.is_empty() { "ok" } else { "error" };
+    let labels = format!("operation=\"{}\",outcome=\"{outcome}\"", queue::metrics::label(&operation));
+    queue::metrics::observe("corebank_graphql_request_duration_seconds", &labels, started.elapsed().as_secs_f64());
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -211,5 +220,6 @@ async fn metrics() -> Response {
          # TYPE corebank_up gauge\n\
          corebank_up 1\n"
     );
+    let body = body + &queue::metrics::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

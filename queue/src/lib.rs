@@ -13,6 +13,7 @@
 
 mod bill_cache;
 mod events;
+pub mod metrics;
 mod poll;
 mod queues;
 

@@ -285,6 +285,7 @@ impl TransferQueries {
 /// and the recovery sweep will enqueue it.
 pub async fn hand_over(s: &AppState, initiated: ledger::transfers::Initiated) -> Transfer {
     if initiated.created {
+        queue::metrics::count("corebank_transfers_accepted_total", &format!("kind=\"{}\"", initiated.transfer.kind));
         // Publish before the job can run, so subscribers see PENDING before
         // COMPLETED even when settlement is quicker than the publish.
         queue::after_commit(&s.queues, &s.events, initiated.events).await;
