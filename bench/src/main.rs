@@ -7,6 +7,12 @@
 //! settled balance took to reach every subscriber, measured from the
 //! event's own commit timestamp (`at`) and from the mutation's reply.
 //! Figures are printed as a markdown table; nothing here is a test.
+//!
+//! `cargo run -p bench --release -- transfers --url … --rounds <transfers per client>`
+//! compares settled transfers/s end to end with a raw-SQL ceiling measured
+//! in the same run (see `transfers.rs`; settings via `BENCH_*` variables).
+
+mod transfers;
 
 use std::time::{Duration, Instant};
 
@@ -167,6 +173,20 @@ async fn main() -> anyhow::Result<()> {
     let (cmd, args) = parse_args()?;
     match cmd.as_str() {
         "subscriptions" => subscriptions(args).await,
-        other => bail!("unknown benchmark {other}; available: subscriptions"),
+        "transfers" => {
+            let var = |n: &str, d: &str| std::env::var(n).unwrap_or_else(|_| d.to_owned());
+            let clients = var("BENCH_CLIENTS", "1,4,16,64").split(',').filter_map(|c| c.trim().parse().ok()).collect();
+            transfers::run(transfers::Args {
+                url: args.url,
+                db: var("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres"),
+                admin_email: var("BENCH_ADMIN_EMAIL", "admin@corebank.test"),
+                admin_password: var("BENCH_ADMIN_PASSWORD", "admin-password-123"),
+                accounts: var("BENCH_ACCOUNTS", "100").parse()?,
+                per_client: args.rounds,
+                clients,
+            })
+            .await
+        }
+        other => bail!("unknown benchmark {other}; available: subscriptions, transfers"),
     }
 }
