@@ -29,44 +29,75 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let (mailer, email_retry) = worker::email_settings().unwrap_or_else(|(var, why)| worker::process::fail_config(&var, &why));
-    let db = worker::process::connect_database(&config.database_url, &worker::process::API_DB_STATEMENTS).await?;
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (mailer, email_retry) = worker::email_settings()
+        .unwrap_or_else(|(var, why)| worker::process::fail_config(&var, &why));
+    let db = worker::process::connect_database(
+        &config.database_url,
+        &worker::process::API_DB_STATEMENTS,
+    )
+    .await?;
     // In-process workers get their own pool: a burst of settlements cannot
     // starve requests of connections, and statements are counted apart.
     let worker_db = if config.with_worker {
-        Some(worker::process::connect_database(&config.database_url, &worker::process::WORKER_DB_STATEMENTS).await?)
+        Some(
+            worker::process::connect_database(
+                &config.database_url,
+                &worker::process::WORKER_DB_STATEMENTS,
+            )
+            .await?,
+        )
     } else {
         None
     };
     let (queues, events) = match &config.redis_url {
         Some(url) => (
-            Queues::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
-            EventBus::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+            Queues::redis(url, &config.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+            EventBus::redis(url, &config.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         ),
         None => {
             let pool = if config.is_sqlite() {
-                worker_db.as_ref().unwrap_or(&db).get_sqlite_connection_pool().clone()
+                worker_db
+                    .as_ref()
+                    .unwrap_or(&db)
+                    .get_sqlite_connection_pool()
+                    .clone()
             } else {
                 // PostgreSQL without Redis: keep the embedded queue in a
                 // SQLite file beside the process.
-                tracing::warn!("REDIS_URL unset with PostgreSQL: job queue kept in corebank-queue.db");
+                tracing::warn!(
+                    "REDIS_URL unset with PostgreSQL: job queue kept in corebank-queue.db"
+                );
                 apalis_sqlite::SqlitePoolOptions::new()
                     .max_connections(4)
                     .connect("sqlite://corebank-queue.db?mode=rwc")
                     .await?
             };
-            (Queues::embedded(pool, &config.redis_prefix).await?, EventBus::in_process())
+            (
+                Queues::embedded(pool, &config.redis_prefix).await?,
+                EventBus::in_process(),
+            )
         }
     };
     let bills = match &config.redis_url {
-        Some(url) => queue::BillCache::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+        Some(url) => queue::BillCache::redis(url, &config.redis_prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         None => queue::BillCache::memory(),
     };
     let secret = match &config.jwt_secret {
         Some(s) => s.clone(),
         None => {
-            tracing::warn!("JWT_SECRET unset: using a generated key stored in the database (embedded mode only)");
+            tracing::warn!(
+                "JWT_SECRET unset: using a generated key stored in the database (embedded mode only)"
+            );
             ledger::auth::stored_jwt_secret(&db).await?
         }
     };
@@ -86,10 +117,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             email_verification_required: config.email_verification_required,
             public_url: config.public_url.clone(),
         },
-        money: ledger::transfers::MoneyPolicy { email_verification_required: config.email_verification_required },
+        money: ledger::transfers::MoneyPolicy {
+            email_verification_required: config.email_verification_required,
+        },
         schema: graphql::build_schema(config.introspection),
         limiter: match &config.redis_url {
-            Some(url) => crate::limits::Limiter::redis(url, &config.redis_prefix).await.map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+            Some(url) => crate::limits::Limiter::redis(url, &config.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
             None => crate::limits::Limiter::memory(),
         },
         requests_per_minute: config.requests_per_minute,
@@ -113,15 +148,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
 
     let workers = if let Some(db) = worker_db {
-        let jobs = Arc::new(worker::Jobs { db, queues, events, mailer, email_retry, bills });
+        let jobs = Arc::new(worker::Jobs {
+            db,
+            queues,
+            events,
+            mailer,
+            email_retry,
+            bills,
+        });
         Some(tokio::spawn(worker::run(jobs, stopped(stop_rx.clone()))))
     } else {
         None
     };
     let router = crate::http::router(state);
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(stopped(stop_rx))
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx))
+    .await?;
     if let Some(w) = workers {
         w.await??;
     }

@@ -46,7 +46,8 @@ impl Config {
     /// naming it and exits, so nothing is half-started.
     pub fn from_env(with_worker_flag: bool) -> Config {
         let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        let is_postgres = database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+        let is_postgres =
+            database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
         if !is_postgres && !database_url.starts_with("sqlite:") {
             fail_config("DATABASE_URL", "must start with postgres:// or sqlite://");
         }
@@ -81,14 +82,18 @@ impl Config {
         {
             fail_config("SMTP_URL", "must start with smtp:// or smtps://");
         }
-        let mail_from = var("MAIL_FROM").unwrap_or_else(|| "corebank <no-reply@corebank.local>".into());
+        let mail_from =
+            var("MAIL_FROM").unwrap_or_else(|| "corebank <no-reply@corebank.local>".into());
         let email_verification_required = match var("EMAIL_VERIFICATION").as_deref() {
             None => smtp_url.is_some(),
             Some("required") => true,
             Some("optional") => false,
             Some(_) => fail_config("EMAIL_VERIFICATION", "must be `required` or `optional`"),
         };
-        let bootstrap_admin = match (var("BOOTSTRAP_ADMIN_EMAIL"), var("BOOTSTRAP_ADMIN_PASSWORD")) {
+        let bootstrap_admin = match (
+            var("BOOTSTRAP_ADMIN_EMAIL"),
+            var("BOOTSTRAP_ADMIN_PASSWORD"),
+        ) {
             (Some(e), Some(p)) => {
                 if ledger::email::Email::parse(&e).is_err() {
                     fail_config("BOOTSTRAP_ADMIN_EMAIL", "is not a valid email address");
@@ -99,8 +104,14 @@ impl Config {
                 Some((e, p))
             }
             (None, None) => None,
-            (Some(_), None) => fail_config("BOOTSTRAP_ADMIN_PASSWORD", "is required with BOOTSTRAP_ADMIN_EMAIL"),
-            (None, Some(_)) => fail_config("BOOTSTRAP_ADMIN_EMAIL", "is required with BOOTSTRAP_ADMIN_PASSWORD"),
+            (Some(_), None) => fail_config(
+                "BOOTSTRAP_ADMIN_PASSWORD",
+                "is required with BOOTSTRAP_ADMIN_EMAIL",
+            ),
+            (None, Some(_)) => fail_config(
+                "BOOTSTRAP_ADMIN_EMAIL",
+                "is required with BOOTSTRAP_ADMIN_PASSWORD",
+            ),
         };
         let public_url = var("PUBLIC_URL").unwrap_or_else(|| format!("http://{bind_addr}"));
         let with_worker = with_worker_flag || redis_url.is_none();
@@ -108,7 +119,9 @@ impl Config {
         let graphiql = flag("GRAPHIQL", true);
         let requests_per_minute = match var("RATE_LIMIT_PER_MINUTE") {
             None => 1200,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| fail_config("RATE_LIMIT_PER_MINUTE", "must be a positive whole number")),
+            Some(v) => v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+                fail_config("RATE_LIMIT_PER_MINUTE", "must be a positive whole number")
+            }),
         };
         Config {
             database_url,

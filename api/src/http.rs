@@ -2,12 +2,12 @@
 
 use std::sync::atomic::Ordering;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::app::AppState;
 use crate::graphql::{Auth, errors::assign_codes, loaders};
@@ -17,9 +17,16 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(|State(state): State<AppState>| async move {
-            if state.graphiql { graphiql().await.into_response() } else { StatusCode::NOT_FOUND.into_response() }
-        }))
+        .route(
+            "/",
+            get(|State(state): State<AppState>| async move {
+                if state.graphiql {
+                    graphiql().await.into_response()
+                } else {
+                    StatusCode::NOT_FOUND.into_response()
+                }
+            }),
+        )
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/assets/graphiql/{file}", get(asset))
@@ -32,8 +39,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn authenticate(state: &AppState, authorization: Option<&str>) -> Auth {
-    let Some(raw) = authorization else { return Auth::Anonymous };
-    let Some(token) = raw.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
+    let Some(raw) = authorization else {
+        return Auth::Anonymous;
+    };
+    let Some(token) = raw
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
         return Auth::Invalid("Authorization must be `Bearer <accessToken>`".into());
     };
     match ledger::auth::authenticate(&state.db, &state.keys, token).await {
@@ -49,7 +62,12 @@ async fn authenticate(state: &AppState, authorization: Option<&str>) -> Auth {
 
 fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn graphql_post(
@@ -58,22 +76,45 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     // Only JSON: text/plain and form bodies are how cross-site requests sneak in.
-    if !content_type.starts_with("application/json") && !content_type.starts_with("application/graphql-response+json") {
-        return error_body(StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_USER_INPUT", "Content-Type must be application/json");
+    if !content_type.starts_with("application/json")
+        && !content_type.starts_with("application/graphql-response+json")
+    {
+        return error_body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "Content-Type must be application/json",
+        );
     }
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "request body is not valid JSON"),
+        Err(_) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                "request body is not valid JSON",
+            );
+        }
     };
     if value.is_array() {
-        return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "batched requests are not supported");
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "batched requests are not supported",
+        );
     }
     let request: async_graphql::Request = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(_) => {
-            return error_body(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", "request must be {\"query\": ..., \"variables\": {...}}");
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                "request must be {\"query\": ..., \"variables\": {...}}",
+            );
         }
     };
     let parsed = async_graphql::parser::parse_query(&request.query);
@@ -81,7 +122,11 @@ async fn graphql_post(
     if let Ok(doc) = &parsed {
         let (aliases, operations) = crate::limits::document_shape(doc);
         if !state.introspection && crate::limits::uses_introspection(doc) {
-            return error_body(StatusCode::BAD_REQUEST, "GRAPHQL_VALIDATION_FAILED", "introspection is disabled on this server");
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "GRAPHQL_VALIDATION_FAILED",
+                "introspection is disabled on this server",
+            );
         }
         if aliases > crate::limits::MAX_ALIASES || operations > crate::limits::MAX_OPERATIONS {
             return error_body(
@@ -95,27 +140,65 @@ async fn graphql_post(
             );
         }
     }
-    let auth = authenticate(&state, headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
+    let auth = authenticate(
+        &state,
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .await;
     let bucket = match &auth {
         Auth::Viewer(v) => format!("req:user:{}", v.user_id),
         _ => format!("req:ip:{}", peer.ip()),
     };
-    if state.limiter.hit(&bucket, std::time::Duration::from_secs(60)).await > state.requests_per_minute {
-        return error_body(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "too many requests; try again in a minute");
+    if state
+        .limiter
+        .hit(&bucket, std::time::Duration::from_secs(60))
+        .await
+        > state.requests_per_minute
+    {
+        return error_body(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests; try again in a minute",
+        );
     }
     let (accounts, users) = loaders::for_request(&state.db);
-    let request = request.data(state.clone()).data(auth).data(accounts).data(users).data(crate::graphql::ClientIp(peer.ip()));
+    let request = request
+        .data(state.clone())
+        .data(auth)
+        .data(accounts)
+        .data(users)
+        .data(crate::graphql::ClientIp(peer.ip()));
     let operation = request
         .operation_name
         .clone()
-        .or_else(|| parsed.as_ref().ok().and_then(|d| d.operations.iter().next().and_then(|(n, _)| n.map(|n| n.to_string()))))
+        .or_else(|| {
+            parsed.as_ref().ok().and_then(|d| {
+                d.operations
+                    .iter()
+                    .next()
+                    .and_then(|(n, _)| n.map(|n| n.to_string()))
+            })
+        })
         .unwrap_or_else(|| "anonymous".into());
     let started = std::time::Instant::now();
     let mut response = state.schema.execute(request).await;
     assign_codes(&mut response.errors, document_parses);
-    let outcome = if response.errors.is_empty() { "ok" } else { "error" };
-    let labels = format!("operation=\"{}\",outcome=\"{outcome}\"", queue::metrics::label(&operation));
-    queue::metrics::observe("corebank_graphql_request_duration_seconds", &labels, started.elapsed().as_secs_f64());
+    let outcome = if response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    };
+    let labels = format!(
+        "operation=\"{}\",outcome=\"{outcome}\"",
+        queue::metrics::label(&operation)
+    );
+    queue::metrics::observe(
+        "corebank_graphql_request_duration_seconds",
+        &labels,
+        started.elapsed().as_secs_f64(),
+    );
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -129,7 +212,11 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap) -> Respo
         graphiql().await.into_response()
     } else {
         // Queries over GET would put tokens and inputs in URLs and logs.
-        error_body(StatusCode::METHOD_NOT_ALLOWED, "BAD_USER_INPUT", "use POST /graphql with a JSON body")
+        error_body(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_USER_INPUT",
+            "use POST /graphql with a JSON body",
+        )
     }
 }
 
@@ -154,21 +241,42 @@ struct TokenQuery {
 }
 
 /// The link in the verification email lands here.
-async fn verify_email_link(State(state): State<AppState>, axum::extract::Query(q): axum::extract::Query<TokenQuery>) -> Response {
+async fn verify_email_link(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<TokenQuery>,
+) -> Response {
     let page = |status: StatusCode, title: &str, text: &str| {
-        let html = format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body style=\"font-family:sans-serif;max-width:32em;margin:4em auto\"><h1>{title}</h1><p>{text}</p></body></html>");
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body style=\"font-family:sans-serif;max-width:32em;margin:4em auto\"><h1>{title}</h1><p>{text}</p></body></html>"
+        );
         (status, Html(html)).into_response()
     };
     let Some(token) = q.token.filter(|t| !t.is_empty()) else {
-        return page(StatusCode::BAD_REQUEST, "Link incomplete", "This verification link has no token.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Link incomplete",
+            "This verification link has no token.",
+        );
     };
     match ledger::auth::verify_email(&state.db, &token).await {
-        Ok(_) => page(StatusCode::OK, "Email verified", "Your email address is verified. You can close this page."),
+        Ok(_) => page(
+            StatusCode::OK,
+            "Email verified",
+            "Your email address is verified. You can close this page.",
+        ),
         Err(ledger::LedgerError::Internal(cause)) => {
             tracing::error!(error = %cause, "email verification failed internally");
-            page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Please try again later.")
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            )
         }
-        Err(_) => page(StatusCode::BAD_REQUEST, "Link expired", "This link is invalid, expired or already used. Ask for a new one in the app."),
+        Err(_) => page(
+            StatusCode::BAD_REQUEST,
+            "Link expired",
+            "This link is invalid, expired or already used. Ask for a new one in the app.",
+        ),
     }
 }
 
@@ -182,23 +290,49 @@ async fn graphiql() -> Html<&'static str> {
 /// offline and loads nothing from a CDN.
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type): (&'static [u8], &str) = match file.as_str() {
-        "graphiql.min.js" => (include_bytes!("../assets/graphiql/graphiql.min.js"), "text/javascript"),
-        "graphiql.min.css" => (include_bytes!("../assets/graphiql/graphiql.min.css"), "text/css"),
-        "react.production.min.js" => (include_bytes!("../assets/graphiql/react.production.min.js"), "text/javascript"),
-        "react-dom.production.min.js" => (include_bytes!("../assets/graphiql/react-dom.production.min.js"), "text/javascript"),
+        "graphiql.min.js" => (
+            include_bytes!("../assets/graphiql/graphiql.min.js"),
+            "text/javascript",
+        ),
+        "graphiql.min.css" => (
+            include_bytes!("../assets/graphiql/graphiql.min.css"),
+            "text/css",
+        ),
+        "react.production.min.js" => (
+            include_bytes!("../assets/graphiql/react.production.min.js"),
+            "text/javascript",
+        ),
+        "react-dom.production.min.js" => (
+            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+            "text/javascript",
+        ),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let mut r = body.into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
     r
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let db_ok = matches!(tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await, Ok(Ok(())));
+    let db_ok = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await,
+        Ok(Ok(()))
+    );
     let queue_ok = state.queues.ping().await;
     let body = serde_json::json!({"database": db_ok, "queue": queue_ok}).to_string();
-    let status = if db_ok && queue_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db_ok && queue_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

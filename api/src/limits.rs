@@ -23,7 +23,10 @@ pub const MAX_OPERATIONS: usize = 10;
 #[derive(Clone)]
 pub enum Limiter {
     Memory(Arc<Mutex<HashMap<String, (Instant, u64)>>>),
-    Redis { conn: redis::aio::ConnectionManager, prefix: String },
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
 }
 
 impl Limiter {
@@ -33,7 +36,10 @@ impl Limiter {
 
     pub async fn redis(url: &str, prefix: &str) -> Result<Limiter, redis::RedisError> {
         let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
-        Ok(Limiter::Redis { conn, prefix: prefix.to_owned() })
+        Ok(Limiter::Redis {
+            conn,
+            prefix: prefix.to_owned(),
+        })
     }
 
     /// Adds one hit to `key` in the current window; returns the new count.
@@ -111,7 +117,10 @@ impl Limiter {
             }
             Limiter::Redis { conn, prefix } => {
                 let mut c = conn.clone();
-                let _ = redis::cmd("DEL").arg(format!("{prefix}:rl:{key}")).query_async::<()>(&mut c).await;
+                let _ = redis::cmd("DEL")
+                    .arg(format!("{prefix}:rl:{key}"))
+                    .query_async::<()>(&mut c)
+                    .await;
             }
         }
     }
@@ -119,7 +128,10 @@ impl Limiter {
 
 /// Rate-limit keys never contain an email address in clear.
 pub fn account_key(email: &str) -> String {
-    format!("login:acct:{}", hex::encode(&Sha256::digest(email.trim().to_lowercase().as_bytes())[..16]))
+    format!(
+        "login:acct:{}",
+        hex::encode(&Sha256::digest(email.trim().to_lowercase().as_bytes())[..16])
+    )
 }
 
 /// Counts aliases and operations in a parsed document.
@@ -129,15 +141,24 @@ pub fn document_shape(doc: &async_graphql::parser::types::ExecutableDocument) ->
         set.items
             .iter()
             .map(|s| match &s.node {
-                Selection::Field(f) => usize::from(f.node.alias.is_some()) + aliases(&f.node.selection_set.node),
+                Selection::Field(f) => {
+                    usize::from(f.node.alias.is_some()) + aliases(&f.node.selection_set.node)
+                }
                 Selection::InlineFragment(i) => aliases(&i.node.selection_set.node),
                 Selection::FragmentSpread(_) => 0,
             })
             .sum()
     }
     let ops: Vec<_> = doc.operations.iter().collect();
-    let mut total = ops.iter().map(|(_, op)| aliases(&op.node.selection_set.node)).sum::<usize>();
-    total += doc.fragments.values().map(|f| aliases(&f.node.selection_set.node)).sum::<usize>();
+    let mut total = ops
+        .iter()
+        .map(|(_, op)| aliases(&op.node.selection_set.node))
+        .sum::<usize>();
+    total += doc
+        .fragments
+        .values()
+        .map(|f| aliases(&f.node.selection_set.node))
+        .sum::<usize>();
     (total, ops.len())
 }
 
@@ -154,6 +175,11 @@ pub fn uses_introspection(doc: &async_graphql::parser::types::ExecutableDocument
             Selection::FragmentSpread(_) => false,
         })
     }
-    doc.operations.iter().any(|(_, op)| walk(&op.node.selection_set.node))
-        || doc.fragments.values().any(|f| walk(&f.node.selection_set.node))
+    doc.operations
+        .iter()
+        .any(|(_, op)| walk(&op.node.selection_set.node))
+        || doc
+            .fragments
+            .values()
+            .any(|f| walk(&f.node.selection_set.node))
 }

@@ -43,7 +43,9 @@ pub async fn serve(socket: WebSocket, state: AppState, peer: std::net::IpAddr) {
     let (viewer_tx, viewer_rx) = watch::channel::<Option<uuid::Uuid>>(None);
 
     let init_state = state.clone();
-    let inbox = futures::stream::unfold(inbox_rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let inbox = futures::stream::unfold(inbox_rx, |mut rx| async move {
+        rx.recv().await.map(|m| (m, rx))
+    });
     let mut exchange = Box::pin(
         async_graphql::http::WebSocket::new(state.schema.clone(), inbox, protocol).on_connection_init(move |payload| async move {
             let authorization = payload
@@ -175,8 +177,15 @@ pub async fn serve(socket: WebSocket, state: AppState, peer: std::net::IpAddr) {
     };
     crate::metrics::SUBSCRIPTION_SOCKETS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if let Some((code, reason)) = close {
-        let frame = CloseFrame { code, reason: reason.into() };
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
     let _ = sink.close().await;
 }
@@ -187,7 +196,9 @@ fn message_type(bytes: &[u8]) -> Option<String> {
         #[serde(rename = "type")]
         kind: String,
     }
-    serde_json::from_slice::<Envelope>(bytes).ok().map(|e| e.kind)
+    serde_json::from_slice::<Envelope>(bytes)
+        .ok()
+        .map(|e| e.kind)
 }
 
 /// async-graphql reports a subscription that fails at its start (say, an
@@ -228,8 +239,16 @@ async fn refuse_operation(
     modern: bool,
 ) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let id = v.get("id").and_then(|i| i.as_str()).unwrap_or_default().to_owned();
-    let query = v.get("payload").and_then(|p| p.get("query")).and_then(|q| q.as_str()).unwrap_or_default();
+    let id = v
+        .get("id")
+        .and_then(|i| i.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let query = v
+        .get("payload")
+        .and_then(|p| p.get("query"))
+        .and_then(|q| q.as_str())
+        .unwrap_or_default();
     let refusal = |code: &str, message: &str| {
         let errors = serde_json::json!([{"message": message, "extensions": {"code": code}}]);
         let msg = if modern {
@@ -242,7 +261,10 @@ async fn refuse_operation(
     if let Ok(doc) = async_graphql::parser::parse_query(query) {
         let (aliases, operations) = crate::limits::document_shape(&doc);
         if aliases > crate::limits::MAX_ALIASES || operations > crate::limits::MAX_OPERATIONS {
-            return refusal("GRAPHQL_VALIDATION_FAILED", "document too large: too many aliases or operations");
+            return refusal(
+                "GRAPHQL_VALIDATION_FAILED",
+                "document too large: too many aliases or operations",
+            );
         }
     }
     let bucket = match viewer {

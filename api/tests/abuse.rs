@@ -37,8 +37,9 @@ async fn post(
     let response = request.send().await.expect("POST /graphql");
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    let value: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("POST /graphql answered {status} with a non-JSON body: {text:.300}"));
+    let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+        panic!("POST /graphql answered {status} with a non-JSON body: {text:.300}")
+    });
     (status, check_response(value))
 }
 
@@ -100,11 +101,16 @@ async fn a_query_above_complexity_five_thousand_is_refused() {
     let user = app.register_random().await;
 
     // me + 4,990 fields: 4,991, under the limit.
-    let data = expect_data(app.gql(user.token(), &repeated_fields(4990), json!({})).await);
+    let data = expect_data(
+        app.gql(user.token(), &repeated_fields(4990), json!({}))
+            .await,
+    );
     assert_eq!(data["me"]["id"], user.user_id.as_str());
 
     // me + 5,001 fields: 5,002.
-    let resp = app.gql(user.token(), &repeated_fields(5001), json!({})).await;
+    let resp = app
+        .gql(user.token(), &repeated_fields(5001), json!({}))
+        .await;
     expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
     assert!(resp["data"].is_null(), "{resp:.300}");
 
@@ -164,13 +170,25 @@ async fn a_thousand_aliased_logins_in_one_document_are_refused_unexecuted() {
     assert_eq!(expect_data(resp)["a29"]["id"], victim.user_id.as_str());
 
     // At most 10 operations per document.
-    let ops = |n: usize| -> String { (0..n).map(|i| format!("query Q{i} {{ me {{ id }} }} ")).collect() };
-    let (status, resp) =
-        post_json(&app, victim.token(), &json!({ "query": ops(11), "operationName": "Q0" })).await;
+    let ops = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("query Q{i} {{ me {{ id }} }} "))
+            .collect()
+    };
+    let (status, resp) = post_json(
+        &app,
+        victim.token(),
+        &json!({ "query": ops(11), "operationName": "Q0" }),
+    )
+    .await;
     assert_eq!(status, 400, "{resp:.300}");
     expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
-    let (status, resp) =
-        post_json(&app, victim.token(), &json!({ "query": ops(10), "operationName": "Q9" })).await;
+    let (status, resp) = post_json(
+        &app,
+        victim.token(),
+        &json!({ "query": ops(10), "operationName": "Q9" }),
+    )
+    .await;
     assert_eq!(status, 200, "{resp:.300}");
     expect_data(resp);
 }
@@ -230,7 +248,11 @@ async fn spoofed_forwarded_for_headers_do_not_escape_the_account_lock() {
         answers.push(error_codes(&resp));
     }
     for (i, codes) in answers.iter().enumerate() {
-        let want = if i < 5 { "INVALID_CREDENTIALS" } else { "RATE_LIMITED" };
+        let want = if i < 5 {
+            "INVALID_CREDENTIALS"
+        } else {
+            "RATE_LIMITED"
+        };
         assert_eq!(codes, &[want], "login #{} of 20: {answers:?}", i + 1);
     }
     // Locked whatever is typed, however the email is spelled.
@@ -251,7 +273,9 @@ async fn a_successful_login_resets_the_account_failure_count() {
     let user = app.register_random().await;
     for round in 0..2 {
         for i in 0..4 {
-            let resp = app.login_raw(&user.email, &format!("wrong {round} {i}")).await;
+            let resp = app
+                .login_raw(&user.email, &format!("wrong {round} {i}"))
+                .await;
             expect_code(&resp, "INVALID_CREDENTIALS");
         }
         expect_data(can_log_in(&app, &user.email).await);
@@ -275,7 +299,11 @@ async fn concurrent_wrong_passwords_get_no_more_than_five_guesses() {
         let client = app.client();
         let email = victim.email.clone();
         tasks.push(tokio::spawn(async move {
-            error_codes(&client.login_raw(&email, &format!("parallel guess {i}")).await)
+            error_codes(
+                &client
+                    .login_raw(&email, &format!("parallel guess {i}"))
+                    .await,
+            )
         }));
     }
     let mut answers = Vec::new();
@@ -333,7 +361,11 @@ fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..chunk.len() + 1 {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -399,40 +431,71 @@ async fn forged_access_tokens_get_nothing_and_change_nothing() {
                 b64url(with(&[], &[]).to_string().as_bytes())
             ),
         ),
-        ("wrong key", sign(hs256, &format!("{secret}-not-it"), &with(&[], &[]))),
+        (
+            "wrong key",
+            sign(hs256, &format!("{secret}-not-it"), &with(&[], &[])),
+        ),
         (
             "HS512 with the right key",
             sign(jsonwebtoken::Algorithm::HS512, &secret, &with(&[], &[])),
         ),
         (
             "expired 60 s ago",
-            sign(hs256, &secret, &with(&[("iat", json!(now - 960)), ("exp", json!(now - 60))], &[])),
+            sign(
+                hs256,
+                &secret,
+                &with(&[("iat", json!(now - 960)), ("exp", json!(now - 60))], &[]),
+            ),
         ),
         ("no exp", sign(hs256, &secret, &with(&[], &["exp"]))),
         ("no sub", sign(hs256, &secret, &with(&[], &["sub"]))),
-        ("wrong iss", sign(hs256, &secret, &with(&[("iss", json!("evil"))], &[]))),
-        ("wrong aud", sign(hs256, &secret, &with(&[("aud", json!("other-api"))], &[]))),
+        (
+            "wrong iss",
+            sign(hs256, &secret, &with(&[("iss", json!("evil"))], &[])),
+        ),
+        (
+            "wrong aud",
+            sign(hs256, &secret, &with(&[("aud", json!("other-api"))], &[])),
+        ),
         (
             "old token version",
             sign(
                 hs256,
                 &secret,
-                &with(&[("tv", json!(admin_claims["tv"].as_i64().unwrap_or(0) - 1))], &[]),
+                &with(
+                    &[("tv", json!(admin_claims["tv"].as_i64().unwrap_or(0) - 1))],
+                    &[],
+                ),
             ),
         ),
         (
             "customer payload changed to role ADMIN",
-            format!("{}.{}.{}", parts[0], b64url(promoted.to_string().as_bytes()), parts[2]),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64url(promoted.to_string().as_bytes()),
+                parts[2]
+            ),
         ),
         (
             "customer payload changed to the admin's sub",
-            format!("{}.{}.{}", parts[0], b64url(impersonating.to_string().as_bytes()), parts[2]),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64url(impersonating.to_string().as_bytes()),
+                parts[2]
+            ),
         ),
         ("not a JWT", "a.b.c".to_string()),
     ];
 
     let audit_before = expect_data(
-        app.gql(admin.token(), "{ auditLog(first: 1) { totalCount } }", json!({})).await,
+        app.gql(
+            admin.token(),
+            "{ auditLog(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await,
     )["auditLog"]["totalCount"]
         .clone();
     for (what, token) in &forgeries {
@@ -450,7 +513,11 @@ async fn forged_access_tokens_get_nothing_and_change_nothing() {
             "{what}: freezeAccount answered {codes:?}: {resp}"
         );
         let resp = app
-            .gql(Some(token), "{ allAccounts(first: 5) { totalCount } }", json!({}))
+            .gql(
+                Some(token),
+                "{ allAccounts(first: 5) { totalCount } }",
+                json!({}),
+            )
             .await;
         let codes = error_codes(&resp);
         assert!(
@@ -460,10 +527,18 @@ async fn forged_access_tokens_get_nothing_and_change_nothing() {
     }
     assert_eq!(app.account(&customer, &target.id).await["status"], "ACTIVE");
     let audit_after = expect_data(
-        app.gql(admin.token(), "{ auditLog(first: 1) { totalCount } }", json!({})).await,
+        app.gql(
+            admin.token(),
+            "{ auditLog(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await,
     )["auditLog"]["totalCount"]
         .clone();
-    assert_eq!(audit_before, audit_after, "a forged token left an audit entry");
+    assert_eq!(
+        audit_before, audit_after,
+        "a forged token left an audit entry"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -487,14 +562,23 @@ async fn non_json_bodies_are_unsupported_media_type_and_not_executed() {
         "query={}",
         query
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
             .collect::<String>()
     );
     for (content_type, body) in [
         ("text/plain", json_text.clone()),
         ("text/plain;charset=UTF-8", json_text.clone()),
         ("application/x-www-form-urlencoded", form.clone()),
-        ("multipart/form-data; boundary=xyz", format!("--xyz\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{json_text}\r\n--xyz--\r\n")),
+        (
+            "multipart/form-data; boundary=xyz",
+            format!(
+                "--xyz\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{json_text}\r\n--xyz--\r\n"
+            ),
+        ),
     ] {
         let (status, resp) = post(&app, content_type, body, None, &[]).await;
         assert_eq!(status, 415, "{content_type}: {resp}");
@@ -515,7 +599,12 @@ async fn a_mutation_sent_with_get_is_not_executed() {
     url.query_pairs_mut()
         .append_pair("query", query)
         .append_pair("variables", &variables);
-    for accept in [Some("application/json"), Some("*/*"), Some("application/graphql-response+json"), None] {
+    for accept in [
+        Some("application/json"),
+        Some("*/*"),
+        Some("application/graphql-response+json"),
+        None,
+    ] {
         let mut request = app.http.get(url.clone());
         if let Some(accept) = accept {
             request = request.header("Accept", accept);
@@ -681,13 +770,17 @@ async fn failed_logins_over_the_websocket_count_toward_the_client_limit() {
                 ));
             }
         }
-        let defs: Vec<String> = (0..group.len()).map(|u| format!("$e{u}: String!")).collect();
+        let defs: Vec<String> = (0..group.len())
+            .map(|u| format!("$e{u}: String!"))
+            .collect();
         let doc = format!("mutation M({}) {{ {} }}", defs.join(", "), fields.join(" "));
         let id = format!("spray-{n}");
         ws.subscribe(&id, &doc, Value::Object(variables)).await;
         let result = ws_result(&mut ws, &id).await;
         assert!(
-            result["data"].as_object().is_none_or(|d| d.values().all(Value::is_null)),
+            result["data"]
+                .as_object()
+                .is_none_or(|d| d.values().all(Value::is_null)),
             "a wrong password got in: {result}"
         );
     }
@@ -746,12 +839,19 @@ async fn with_introspection_off_neither_the_schema_nor_suggestions_are_disclosed
             );
         }
     }
-    for query in ["{ mee { id } }", "{ me { emial } }", "{ acounts { totalCount } }"] {
+    for query in [
+        "{ mee { id } }",
+        "{ me { emial } }",
+        "{ acounts { totalCount } }",
+    ] {
         let resp = app.gql(user.token(), query, json!({})).await;
         expect_code(&resp, "GRAPHQL_VALIDATION_FAILED");
         let text = resp.to_string();
         assert!(!text.contains("Did you mean"), "{query}: {resp}");
-        assert!(!text.contains("\\\"email\\\"") && !text.contains("\\\"accounts\\\""), "{resp}");
+        assert!(
+            !text.contains("\\\"email\\\"") && !text.contains("\\\"accounts\\\""),
+            "{resp}"
+        );
     }
     // The API itself still works.
     expect_data(app.me_raw(user.token()).await);
@@ -773,7 +873,10 @@ async fn with_introspection_off_an_introspection_query_is_an_error_not_a_null() 
         !error_codes(&resp).is_empty(),
         "an introspection query must fail when introspection is off: {resp}"
     );
-    assert!(resp["data"].is_null() || resp["data"]["__schema"].is_null(), "{resp}");
+    assert!(
+        resp["data"].is_null() || resp["data"]["__schema"].is_null(),
+        "{resp}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -834,13 +937,17 @@ async fn logout_all_ends_every_access_and_refresh_token_of_the_user() {
     let second = app.login(&first.email, PASSWORD).await;
     let other = app.register_random().await;
 
-    let data = expect_data(app.gql(second.token(), "mutation { logoutAll }", json!({})).await);
+    let data = expect_data(
+        app.gql(second.token(), "mutation { logoutAll }", json!({}))
+            .await,
+    );
     assert_eq!(data["logoutAll"], true);
 
     for s in [&first, &second] {
         expect_code(&app.me_raw(s.token()).await, "UNAUTHENTICATED");
         expect_code(
-            &app.gql(s.token(), "{ accounts { totalCount } }", json!({})).await,
+            &app.gql(s.token(), "{ accounts { totalCount } }", json!({}))
+                .await,
             "UNAUTHENTICATED",
         );
         expect_code(&app.refresh_raw(&s.refresh_token).await, "UNAUTHENTICATED");
@@ -855,8 +962,10 @@ async fn logout_all_ends_every_access_and_refresh_token_of_the_user() {
     );
     // The WebSocket refuses the dead token too.
     let mut ws = Ws::open(&app.addr, WsProtocol::TransportWs).await;
-    ws.init(Some(json!({ "Authorization": format!("Bearer {}", first.access_token) })))
-        .await;
+    ws.init(Some(
+        json!({ "Authorization": format!("Bearer {}", first.access_token) }),
+    ))
+    .await;
     let (code, _) = ws.expect_close(Duration::from_secs(30)).await;
     assert_eq!(code, 4403, "connection_init with a revoked token");
 }

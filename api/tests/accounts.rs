@@ -335,19 +335,55 @@ async fn freezing_and_unfreezing_notify_the_owner_with_the_reason() {
     let owner = app.register_random().await;
     let admin = app.admin().await;
     let account = app.open_account(&owner, "CHECKING", "USD").await;
-    let freeze = "mutation F($id: ID!, $r: String!) { freezeAccount(id: $id, reason: $r) { status } }";
-    expect_data(app.gql(admin.token(), freeze, json!({"id": account.id, "r": "fraud report 77"})).await);
+    let freeze =
+        "mutation F($id: ID!, $r: String!) { freezeAccount(id: $id, reason: $r) { status } }";
+    expect_data(
+        app.gql(
+            admin.token(),
+            freeze,
+            json!({"id": account.id, "r": "fraud report 77"}),
+        )
+        .await,
+    );
     let unfreeze = "mutation U($id: ID!) { unfreezeAccount(id: $id) { status } }";
-    expect_data(app.gql(admin.token(), unfreeze, json!({"id": account.id})).await);
+    expect_data(
+        app.gql(admin.token(), unfreeze, json!({"id": account.id}))
+            .await,
+    );
 
     let inbox = expect_data(
-        app.gql(owner.token(), "{ notifications(first: 10) { edges { node { kind subject body } } } }", json!({})).await,
+        app.gql(
+            owner.token(),
+            "{ notifications(first: 10) { edges { node { kind subject body } } } }",
+            json!({}),
+        )
+        .await,
     );
-    let nodes: Vec<&Value> = inbox["notifications"]["edges"].as_array().unwrap().iter().map(|e| &e["node"]).collect();
-    let frozen = nodes.iter().find(|n| n["kind"] == "ACCOUNT_FROZEN").unwrap_or_else(|| panic!("no ACCOUNT_FROZEN in {inbox}"));
-    assert!(frozen["body"].as_str().unwrap().contains("fraud report 77"), "{frozen}");
-    assert!(frozen["subject"].as_str().unwrap().contains(&account.number), "{frozen}");
-    assert!(nodes.iter().any(|n| n["kind"] == "ACCOUNT_UNFROZEN"), "no ACCOUNT_UNFROZEN in {inbox}");
+    let nodes: Vec<&Value> = inbox["notifications"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"])
+        .collect();
+    let frozen = nodes
+        .iter()
+        .find(|n| n["kind"] == "ACCOUNT_FROZEN")
+        .unwrap_or_else(|| panic!("no ACCOUNT_FROZEN in {inbox}"));
+    assert!(
+        frozen["body"].as_str().unwrap().contains("fraud report 77"),
+        "{frozen}"
+    );
+    assert!(
+        frozen["subject"]
+            .as_str()
+            .unwrap()
+            .contains(&account.number),
+        "{frozen}"
+    );
+    assert!(
+        nodes.iter().any(|n| n["kind"] == "ACCOUNT_UNFROZEN"),
+        "no ACCOUNT_UNFROZEN in {inbox}"
+    );
     // Newest first: the unfreeze came last.
     assert_eq!(nodes[0]["kind"], "ACCOUNT_UNFROZEN", "{inbox}");
 }

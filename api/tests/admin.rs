@@ -30,8 +30,12 @@ async fn settle(app: &TestApp, s: &Session, transfer: &Value) -> Value {
 
 async fn audit_count(app: &TestApp, admin: &Session) -> i64 {
     expect_data(
-        app.gql(admin.token(), "{ auditLog(first: 1) { totalCount } }", json!({}))
-            .await,
+        app.gql(
+            admin.token(),
+            "{ auditLog(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await,
     )["auditLog"]["totalCount"]
         .as_i64()
         .expect("audit totalCount")
@@ -108,36 +112,86 @@ async fn customers_are_forbidden_every_admin_operation_even_on_their_own_objects
     let dave = app.register_random().await;
     let c = app.funded_account(&carol, "USD", "100.00").await;
     let d = app.open_account(&dave, "CHECKING", "USD").await;
-    let t = app.transfer(&carol, &c.id, &d.number, "25.00", &key()).await;
+    let t = app
+        .transfer(&carol, &c.id, &d.number, "25.00", &key())
+        .await;
     settle(&app, &carol, &t).await;
     let deadline = std::time::Instant::now() + SETTLE;
     let notification = loop {
         if let Some(n) = app.notifications(&carol).await.first() {
             break id_of(n);
         }
-        assert!(std::time::Instant::now() < deadline, "Carol got no notification");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Carol got no notification"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let audit_before = audit_count(&app, &admin).await;
 
     let unknown = Uuid::new_v4().to_string();
     let operations: Vec<(&str, Value)> = vec![
-        ("mutation($id: ID!) { freezeAccount(id: $id, reason: \"mine\") { status } }", json!({ "id": c.id })),
-        ("mutation($id: ID!) { unfreezeAccount(id: $id) { status } }", json!({ "id": c.id })),
-        ("mutation($id: ID!) { changeAccountKind(id: $id, kind: SAVINGS) { kind } }", json!({ "id": c.id })),
-        ("mutation($id: ID!) { reverseTransfer(id: $id, reason: \"changed my mind\") { id } }", json!({ "id": id_of(&t) })),
-        ("mutation($id: ID!) { retryNotification(id: $id) { id } }", json!({ "id": notification })),
-        ("mutation($id: ID!) { setUserRole(userId: $id, role: ADMIN) { role } }", json!({ "id": carol.user_id })),
+        (
+            "mutation($id: ID!) { freezeAccount(id: $id, reason: \"mine\") { status } }",
+            json!({ "id": c.id }),
+        ),
+        (
+            "mutation($id: ID!) { unfreezeAccount(id: $id) { status } }",
+            json!({ "id": c.id }),
+        ),
+        (
+            "mutation($id: ID!) { changeAccountKind(id: $id, kind: SAVINGS) { kind } }",
+            json!({ "id": c.id }),
+        ),
+        (
+            "mutation($id: ID!) { reverseTransfer(id: $id, reason: \"changed my mind\") { id } }",
+            json!({ "id": id_of(&t) }),
+        ),
+        (
+            "mutation($id: ID!) { retryNotification(id: $id) { id } }",
+            json!({ "id": notification }),
+        ),
+        (
+            "mutation($id: ID!) { setUserRole(userId: $id, role: ADMIN) { role } }",
+            json!({ "id": carol.user_id }),
+        ),
         // The guard comes before the lookup: an unknown id is FORBIDDEN too.
-        ("mutation($id: ID!) { freezeAccount(id: $id, reason: \"x\") { status } }", json!({ "id": unknown })),
-        ("mutation($id: ID!) { reverseTransfer(id: $id, reason: \"x\") { id } }", json!({ "id": unknown })),
-        ("mutation($id: ID!) { setUserRole(userId: $id, role: CUSTOMER) { role } }", json!({ "id": admin.user_id })),
-        ("{ users(first: 5) { totalCount edges { node { email } } } }", json!({})),
-        ("{ allAccounts(first: 5) { totalCount edges { node { id balance } } } }", json!({})),
-        ("{ allTransfers(first: 5) { totalCount edges { node { id } } } }", json!({})),
-        ("{ auditLog(first: 5) { totalCount edges { node { action } } } }", json!({})),
-        ("{ failedNotifications(first: 5) { totalCount edges { node { id } } } }", json!({})),
-        ("{ trialBalance { currency customerTotal systemTotal net } }", json!({})),
+        (
+            "mutation($id: ID!) { freezeAccount(id: $id, reason: \"x\") { status } }",
+            json!({ "id": unknown }),
+        ),
+        (
+            "mutation($id: ID!) { reverseTransfer(id: $id, reason: \"x\") { id } }",
+            json!({ "id": unknown }),
+        ),
+        (
+            "mutation($id: ID!) { setUserRole(userId: $id, role: CUSTOMER) { role } }",
+            json!({ "id": admin.user_id }),
+        ),
+        (
+            "{ users(first: 5) { totalCount edges { node { email } } } }",
+            json!({}),
+        ),
+        (
+            "{ allAccounts(first: 5) { totalCount edges { node { id balance } } } }",
+            json!({}),
+        ),
+        (
+            "{ allTransfers(first: 5) { totalCount edges { node { id } } } }",
+            json!({}),
+        ),
+        (
+            "{ auditLog(first: 5) { totalCount edges { node { action } } } }",
+            json!({}),
+        ),
+        (
+            "{ failedNotifications(first: 5) { totalCount edges { node { id } } } }",
+            json!({}),
+        ),
+        (
+            "{ trialBalance { currency customerTotal systemTotal net } }",
+            json!({}),
+        ),
     ];
     for (doc, vars) in &operations {
         let resp = app.gql(carol.token(), doc, vars.clone()).await;
@@ -145,15 +199,25 @@ async fn customers_are_forbidden_every_admin_operation_even_on_their_own_objects
         assert!(resp["data"].is_null(), "{doc}: {resp}");
     }
 
-    assert_eq!(audit_count(&app, &admin).await, audit_before, "a refused operation was audited");
+    assert_eq!(
+        audit_count(&app, &admin).await,
+        audit_before,
+        "a refused operation was audited"
+    );
     let account = app.account(&carol, &c.id).await;
     assert_eq!(account["status"], "ACTIVE");
     assert_eq!(account["kind"], "CHECKING");
     assert_eq!(account["balance"], "75.00");
     assert_eq!(account["availableBalance"], "75.00");
     assert!(transfers_of_kind(&app, &admin, "REVERSAL").await.is_empty());
-    assert_eq!(expect_data(app.me_raw(carol.token()).await)["me"]["role"], "CUSTOMER");
-    assert_eq!(expect_data(app.me_raw(admin.token()).await)["me"]["role"], "ADMIN");
+    assert_eq!(
+        expect_data(app.me_raw(carol.token()).await)["me"]["role"],
+        "CUSTOMER"
+    );
+    assert_eq!(
+        expect_data(app.me_raw(admin.token()).await)["me"]["role"],
+        "ADMIN"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +228,9 @@ async fn every_admin_operation_leaves_an_audit_entry_with_actor_target_and_reaso
     let bob = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "100.00").await;
     let b = app.open_account(&bob, "CHECKING", "USD").await;
-    let t = app.transfer(&alice, &a.id, &b.number, "30.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &b.number, "30.00", &key())
+        .await;
     settle(&app, &alice, &t).await;
 
     // A second admin, so that the actor is not always the same person.
@@ -184,7 +250,9 @@ async fn every_admin_operation_leaves_an_audit_entry_with_actor_target_and_reaso
     let ops = vec![
         Op {
             actor: admin.clone(),
-            doc: "mutation($id: ID!, $r: String!) { freezeAccount(id: $id, reason: $r) { status } }".into(),
+            doc:
+                "mutation($id: ID!, $r: String!) { freezeAccount(id: $id, reason: $r) { status } }"
+                    .into(),
             vars: json!({ "id": a.id, "r": freeze_reason }),
             action: "FREEZE_ACCOUNT",
             target: a.id.clone(),
@@ -208,7 +276,8 @@ async fn every_admin_operation_leaves_an_audit_entry_with_actor_target_and_reaso
         },
         Op {
             actor: bob_admin.clone(),
-            doc: "mutation($id: ID!, $r: String!) { reverseTransfer(id: $id, reason: $r) { id } }".into(),
+            doc: "mutation($id: ID!, $r: String!) { reverseTransfer(id: $id, reason: $r) { id } }"
+                .into(),
             vars: json!({ "id": id_of(&t), "r": reverse_reason }),
             action: "REVERSE_TRANSFER",
             target: id_of(&t),
@@ -228,13 +297,33 @@ async fn every_admin_operation_leaves_an_audit_entry_with_actor_target_and_reaso
     for op in &ops {
         expect_data(app.gql(op.actor.token(), &op.doc, op.vars.clone()).await);
         let after = audit_count(&app, &admin).await;
-        assert_eq!(after, count + 1, "{}: exactly one new audit entry", op.action);
+        assert_eq!(
+            after,
+            count + 1,
+            "{}: exactly one new audit entry",
+            op.action
+        );
         count = after;
         let entry = audit_entries(&app, &admin, 1).await.remove(0);
         assert_eq!(entry["action"], op.action, "{entry}");
-        assert_eq!(entry["targetId"], op.target.as_str(), "{}: {entry}", op.action);
-        assert_eq!(entry["actor"]["id"], op.actor.user_id.as_str(), "{}: {entry}", op.action);
-        assert_eq!(entry["actor"]["email"], op.actor.email.as_str(), "{}: {entry}", op.action);
+        assert_eq!(
+            entry["targetId"],
+            op.target.as_str(),
+            "{}: {entry}",
+            op.action
+        );
+        assert_eq!(
+            entry["actor"]["id"],
+            op.actor.user_id.as_str(),
+            "{}: {entry}",
+            op.action
+        );
+        assert_eq!(
+            entry["actor"]["email"],
+            op.actor.email.as_str(),
+            "{}: {entry}",
+            op.action
+        );
         if let Some(reason) = &op.reason {
             assert_eq!(entry["reason"], reason.as_str(), "{}: {entry}", op.action);
         }
@@ -289,7 +378,11 @@ async fn every_admin_operation_leaves_an_audit_entry_with_actor_target_and_reaso
         let resp = app.gql(admin.token(), doc, vars).await;
         assert_eq!(error_codes(&resp), [code], "{doc}: {resp}");
     }
-    assert_eq!(audit_count(&app, &admin).await, count, "a refused admin operation was audited");
+    assert_eq!(
+        audit_count(&app, &admin).await,
+        count,
+        "a refused admin operation was audited"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -312,7 +405,14 @@ async fn set_user_role_promotes_and_demotes_and_the_old_token_dies() {
     expect_code(&app.me_raw(bob.token()).await, "UNAUTHENTICATED");
     let bob = app.login(&bob.email, PASSWORD).await;
     assert_eq!(role_of(&app, &bob).await, "ADMIN");
-    expect_data(app.gql(bob.token(), "{ allAccounts(first: 1) { totalCount } }", json!({})).await);
+    expect_data(
+        app.gql(
+            bob.token(),
+            "{ allAccounts(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await,
+    );
 
     // Bob demotes the bootstrap admin: the old admin token dies, and a new
     // one is a customer's.
@@ -321,14 +421,22 @@ async fn set_user_role_promotes_and_demotes_and_the_old_token_dies() {
     let root = app.admin().await;
     assert_eq!(role_of(&app, &root).await, "CUSTOMER");
     expect_code(
-        &app.gql(root.token(), "{ allAccounts(first: 1) { totalCount } }", json!({})).await,
+        &app.gql(
+            root.token(),
+            "{ allAccounts(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await,
         "FORBIDDEN",
     );
 
     // Bob is the last admin: he cannot demote himself, and the refusal
     // changes nothing (his token still works, he is still ADMIN).
     let audit = audit_count(&app, &bob).await;
-    expect_code(&set_role_raw(&app, &bob, &bob.user_id, "CUSTOMER").await, "BAD_USER_INPUT");
+    expect_code(
+        &set_role_raw(&app, &bob, &bob.user_id, "CUSTOMER").await,
+        "BAD_USER_INPUT",
+    );
     assert_eq!(role_of(&app, &bob).await, "ADMIN");
     assert_eq!(audit_count(&app, &bob).await, audit);
 
@@ -342,7 +450,10 @@ async fn set_user_role_promotes_and_demotes_and_the_old_token_dies() {
     assert_eq!(role_of(&app, &bob).await, "CUSTOMER");
 
     // And the bootstrap admin, now alone, cannot step down.
-    expect_code(&set_role_raw(&app, &root, &root.user_id, "CUSTOMER").await, "BAD_USER_INPUT");
+    expect_code(
+        &set_role_raw(&app, &root, &root.user_id, "CUSTOMER").await,
+        "BAD_USER_INPUT",
+    );
     assert_eq!(role_of(&app, &root).await, "ADMIN");
 
     // Unknown or malformed user ids.
@@ -350,7 +461,10 @@ async fn set_user_role_promotes_and_demotes_and_the_old_token_dies() {
         &set_role_raw(&app, &root, &Uuid::new_v4().to_string(), "ADMIN").await,
         "NOT_FOUND",
     );
-    expect_code(&set_role_raw(&app, &root, "not-an-id", "ADMIN").await, "NOT_FOUND");
+    expect_code(
+        &set_role_raw(&app, &root, "not-an-id", "ADMIN").await,
+        "NOT_FOUND",
+    );
 }
 
 async fn admin_count(app: &TestApp) -> i64 {
@@ -396,9 +510,17 @@ async fn two_admins_demoting_each_other_at_once_leave_an_admin() {
 
 /// Logs `s` in again and returns the fresh session and its role.
 async fn role_of_by_login(app: &TestApp, s: &Session) -> (Session, String) {
-    let password = if s.email == ADMIN_EMAIL { ADMIN_PASSWORD } else { PASSWORD };
+    let password = if s.email == ADMIN_EMAIL {
+        ADMIN_PASSWORD
+    } else {
+        PASSWORD
+    };
     let fresh = app.login(&s.email, password).await;
-    let role = role_of(app, &fresh).await.as_str().unwrap_or("").to_string();
+    let role = role_of(app, &fresh)
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     (fresh, role)
 }
 
@@ -416,12 +538,17 @@ async fn a_deposit_and_a_withdrawal_can_be_reversed() {
     // A deposit made in error: the money goes back to the cash channel.
     let deposit = app.deposit(&alice, &a.id, "50.00", &key()).await;
     settle(&app, &alice, &deposit).await;
-    let reversal = expect_data(reverse_raw(&app, &admin, &id_of(&deposit), "deposited twice").await)
-        ["reverseTransfer"]
+    let reversal = expect_data(
+        reverse_raw(&app, &admin, &id_of(&deposit), "deposited twice").await,
+    )["reverseTransfer"]
         .clone();
     assert_eq!(reversal["kind"], "REVERSAL");
     assert_eq!(reversal["amount"], "50.00");
-    assert_eq!(reversal["source"]["account"]["id"], a.id.as_str(), "{reversal}");
+    assert_eq!(
+        reversal["source"]["account"]["id"],
+        a.id.as_str(),
+        "{reversal}"
+    );
     assert!(reversal["destination"].is_null(), "{reversal}");
     assert_eq!(settle(&app, &admin, &reversal).await["status"], "COMPLETED");
     let after = app.account(&alice, &a.id).await;
@@ -439,7 +566,11 @@ async fn a_deposit_and_a_withdrawal_can_be_reversed() {
         .clone();
     assert_eq!(reversal["kind"], "REVERSAL");
     assert!(reversal["source"].is_null(), "{reversal}");
-    assert_eq!(reversal["destination"]["account"]["id"], a.id.as_str(), "{reversal}");
+    assert_eq!(
+        reversal["destination"]["account"]["id"],
+        a.id.as_str(),
+        "{reversal}"
+    );
     assert_eq!(settle(&app, &admin, &reversal).await["status"], "COMPLETED");
     assert_eq!(app.account(&alice, &a.id).await["balance"], "100.00");
 
@@ -453,7 +584,10 @@ async fn a_deposit_and_a_withdrawal_can_be_reversed() {
         .await,
     );
     assert_eq!(data["transfers"]["totalCount"], 2);
-    assert_eq!(app.transfer_by_id(&alice, &id_of(&withdrawal)).await["status"], "COMPLETED");
+    assert_eq!(
+        app.transfer_by_id(&alice, &id_of(&withdrawal)).await["status"],
+        "COMPLETED"
+    );
     for line in app.trial_balance(&admin).await {
         assert_eq!(line["net"], "0.00", "{line}");
     }
@@ -468,7 +602,9 @@ async fn a_transfer_is_reversed_at_most_once_and_only_when_completed() {
     let bob = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "100.00").await;
     let b = app.open_account(&bob, "CHECKING", "USD").await;
-    let t = app.transfer(&alice, &a.id, &b.number, "40.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &b.number, "40.00", &key())
+        .await;
     settle(&app, &alice, &t).await;
 
     // Eight admins' clicks at once: one reversal.
@@ -496,12 +632,18 @@ async fn a_transfer_is_reversed_at_most_once_and_only_when_completed() {
             other => panic!("unexpected answer {other:?}: {resp}"),
         }
     }
-    assert_eq!(ok, 1, "exactly one of eight concurrent reversals is accepted");
+    assert_eq!(
+        ok, 1,
+        "exactly one of eight concurrent reversals is accepted"
+    );
     let reversals = transfers_of_kind(&app, &admin, "REVERSAL").await;
     assert_eq!(reversals.len(), 1, "{reversals:?}");
     let entries = audit_entries(&app, &admin, 50).await;
     assert_eq!(
-        entries.iter().filter(|e| e["action"] == "REVERSE_TRANSFER").count(),
+        entries
+            .iter()
+            .filter(|e| e["action"] == "REVERSE_TRANSFER")
+            .count(),
         1,
         "{entries:?}"
     );
@@ -510,15 +652,27 @@ async fn a_transfer_is_reversed_at_most_once_and_only_when_completed() {
     assert_eq!(app.account(&bob, &b.id).await["balance"], "0.00");
 
     // Later, and of the reversal itself: refused.
-    expect_code(&reverse_raw(&app, &admin, &id_of(&t), "again").await, "BAD_USER_INPUT");
-    expect_code(&reverse_raw(&app, &admin, &id_of(&reversals[0]), "undo").await, "BAD_USER_INPUT");
-    expect_code(&reverse_raw(&app, &admin, &Uuid::new_v4().to_string(), "x").await, "NOT_FOUND");
+    expect_code(
+        &reverse_raw(&app, &admin, &id_of(&t), "again").await,
+        "BAD_USER_INPUT",
+    );
+    expect_code(
+        &reverse_raw(&app, &admin, &id_of(&reversals[0]), "undo").await,
+        "BAD_USER_INPUT",
+    );
+    expect_code(
+        &reverse_raw(&app, &admin, &Uuid::new_v4().to_string(), "x").await,
+        "NOT_FOUND",
+    );
 
     // A pending transfer cannot be reversed.
     app.workers[0].kill9().await;
     let pending = app.transfer(&alice, &a.id, &b.number, "5.00", &key()).await;
     assert_eq!(pending["status"], "PENDING");
-    expect_code(&reverse_raw(&app, &admin, &id_of(&pending), "too early").await, "BAD_USER_INPUT");
+    expect_code(
+        &reverse_raw(&app, &admin, &id_of(&pending), "too early").await,
+        "BAD_USER_INPUT",
+    );
     let _worker = app.spawn_worker().await;
     assert_eq!(settle(&app, &alice, &pending).await["status"], "COMPLETED");
     assert_eq!(transfers_of_kind(&app, &admin, "REVERSAL").await.len(), 1);
@@ -534,7 +688,9 @@ async fn a_reversal_the_recipient_cannot_cover_is_insufficient_funds_and_changes
     let bob = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "100.00").await;
     let b = app.open_account(&bob, "CHECKING", "USD").await;
-    let t = app.transfer(&alice, &a.id, &b.number, "40.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &b.number, "40.00", &key())
+        .await;
     settle(&app, &alice, &t).await;
     // Bob spends most of it.
     let w = app.withdraw(&bob, &b.id, "35.00", &key()).await;
@@ -544,16 +700,25 @@ async fn a_reversal_the_recipient_cannot_cover_is_insufficient_funds_and_changes
     let resp = reverse_raw(&app, &admin, &id_of(&t), "fraud").await;
     assert_eq!(error_codes(&resp), ["INSUFFICIENT_FUNDS"], "{resp}");
     assert!(transfers_of_kind(&app, &admin, "REVERSAL").await.is_empty());
-    assert_eq!(audit_count(&app, &admin).await, audit, "a refused reversal was audited");
+    assert_eq!(
+        audit_count(&app, &admin).await,
+        audit,
+        "a refused reversal was audited"
+    );
     let bob_account = app.account(&bob, &b.id).await;
     assert_eq!(bob_account["balance"], "5.00");
-    assert_eq!(bob_account["availableBalance"], "5.00", "no hold left behind");
+    assert_eq!(
+        bob_account["availableBalance"], "5.00",
+        "no hold left behind"
+    );
     assert_eq!(app.account(&alice, &a.id).await["balance"], "60.00");
 
     // Once Bob has the money again, the reversal goes through.
     let d = app.deposit(&bob, &b.id, "35.00", &key()).await;
     settle(&app, &bob, &d).await;
-    let reversal = expect_data(reverse_raw(&app, &admin, &id_of(&t), "fraud").await)["reverseTransfer"].clone();
+    let reversal =
+        expect_data(reverse_raw(&app, &admin, &id_of(&t), "fraud").await)["reverseTransfer"]
+            .clone();
     assert_eq!(settle(&app, &admin, &reversal).await["status"], "COMPLETED");
     assert_eq!(app.account(&bob, &b.id).await["balance"], "0.00");
     assert_eq!(app.account(&alice, &a.id).await["balance"], "100.00");
@@ -570,7 +735,11 @@ async fn admin_listings_search_and_filter() {
     let admin = app.admin().await;
     let tag = Uuid::new_v4().simple().to_string()[..10].to_string();
     let zelda = app
-        .register(&format!("zelda-{tag}@example.test"), PASSWORD, &format!("Zelda Q{tag}"))
+        .register(
+            &format!("zelda-{tag}@example.test"),
+            PASSWORD,
+            &format!("Zelda Q{tag}"),
+        )
         .await;
     let other = app.register_random().await;
     let z = app.funded_account(&zelda, "USD", "10.00").await;
@@ -585,7 +754,11 @@ async fn admin_listings_search_and_filter() {
     );
 
     // users(search:) matches email or name, case-insensitively.
-    for search in [format!("zelda-{tag}"), format!("ZELDA Q{}", tag.to_uppercase()), tag.clone()] {
+    for search in [
+        format!("zelda-{tag}"),
+        format!("ZELDA Q{}", tag.to_uppercase()),
+        tag.clone(),
+    ] {
         let data = expect_data(
             app.gql(
                 admin.token(),
@@ -595,12 +768,19 @@ async fn admin_listings_search_and_filter() {
             .await,
         );
         assert_eq!(data["users"]["totalCount"], 1, "search {search:?}: {data}");
-        assert_eq!(data["users"]["edges"][0]["node"]["id"], zelda.user_id.as_str());
+        assert_eq!(
+            data["users"]["edges"][0]["node"]["id"],
+            zelda.user_id.as_str()
+        );
     }
     // LIKE wildcards in a search are text: an email with an underscore is
     // found by itself, "_" finds only it, and "%" finds no one.
     let underscored = app
-        .register(&format!("first_last.{tag}@example.test"), PASSWORD, "Under Score")
+        .register(
+            &format!("first_last.{tag}@example.test"),
+            PASSWORD,
+            "Under Score",
+        )
         .await;
     let search = |s: String| {
         let admin = admin.clone();
@@ -618,13 +798,28 @@ async fn admin_listings_search_and_filter() {
         }
     };
     let found = search(format!("first_last.{tag}")).await;
-    assert_eq!(found["totalCount"], 1, "searching an email with an underscore: {found}");
-    assert_eq!(found["edges"][0]["node"]["id"], underscored.user_id.as_str());
+    assert_eq!(
+        found["totalCount"], 1,
+        "searching an email with an underscore: {found}"
+    );
+    assert_eq!(
+        found["edges"][0]["node"]["id"],
+        underscored.user_id.as_str()
+    );
     let found = search("_".to_string()).await;
-    assert_eq!(found["totalCount"], 1, "\"_\" is a character, not a wildcard: {found}");
-    assert_eq!(found["edges"][0]["node"]["id"], underscored.user_id.as_str());
+    assert_eq!(
+        found["totalCount"], 1,
+        "\"_\" is a character, not a wildcard: {found}"
+    );
+    assert_eq!(
+        found["edges"][0]["node"]["id"],
+        underscored.user_id.as_str()
+    );
     let found = search("%".to_string()).await;
-    assert_eq!(found["totalCount"], 0, "\"%\" is a character, not a wildcard: {found}");
+    assert_eq!(
+        found["totalCount"], 0,
+        "\"%\" is a character, not a wildcard: {found}"
+    );
 
     // allAccounts(status:) filters; system accounts are not customer accounts.
     let ids = |data: &Value| -> Vec<String> {
@@ -640,9 +835,17 @@ async fn admin_listings_search_and_filter() {
     );
     assert_eq!(ids(&frozen), vec![o.id.clone()], "{frozen}");
     let all = expect_data(
-        app.gql(admin.token(), "{ allAccounts(first: 100) { totalCount edges { node { id owner { id } } } } }", json!({})).await,
+        app.gql(
+            admin.token(),
+            "{ allAccounts(first: 100) { totalCount edges { node { id owner { id } } } } }",
+            json!({}),
+        )
+        .await,
     );
-    assert_eq!(all["allAccounts"]["totalCount"], 2, "only the two customer accounts: {all}");
+    assert_eq!(
+        all["allAccounts"]["totalCount"], 2,
+        "only the two customer accounts: {all}"
+    );
     let mut listed = ids(&all);
     listed.sort();
     let mut want = vec![z.id.clone(), o.id.clone()];
@@ -686,8 +889,12 @@ async fn admin_listings_search_and_filter() {
 
 async fn contacts(app: &TestApp, s: &Session) -> Vec<Value> {
     expect_data(
-        app.gql(s.token(), "{ contacts { id name accountNumber createdAt } }", json!({}))
-            .await,
+        app.gql(
+            s.token(),
+            "{ contacts { id name accountNumber createdAt } }",
+            json!({}),
+        )
+        .await,
     )["contacts"]
         .as_array()
         .expect("contacts")
@@ -704,8 +911,12 @@ async fn add_contact_raw(app: &TestApp, s: &Session, name: &str, number: &str) -
 }
 
 async fn remove_contact_raw(app: &TestApp, s: &Session, id: &str) -> Value {
-    app.gql(s.token(), "mutation($id: ID!) { removeContact(id: $id) }", json!({ "id": id }))
-        .await
+    app.gql(
+        s.token(),
+        "mutation($id: ID!) { removeContact(id: $id) }",
+        json!({ "id": id }),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,37 +932,62 @@ async fn saved_payees_belong_to_their_owner() {
     let m = app.funded_account(&mallory, "USD", "100.00").await;
 
     // Add and list, newest first.
-    let to_bob = expect_data(add_contact_raw(&app, &alice, "Bob", &b.number).await)["addContact"].clone();
+    let to_bob =
+        expect_data(add_contact_raw(&app, &alice, "Bob", &b.number).await)["addContact"].clone();
     assert_eq!(to_bob["name"], "Bob");
     assert_eq!(to_bob["accountNumber"], b.number.as_str());
     assert!(to_bob["createdAt"].is_string());
-    let to_carol = expect_data(add_contact_raw(&app, &alice, "Carol", &c.number).await)["addContact"].clone();
+    let to_carol =
+        expect_data(add_contact_raw(&app, &alice, "Carol", &c.number).await)["addContact"].clone();
     let listed: Vec<String> = contacts(&app, &alice).await.iter().map(id_of).collect();
     assert_eq!(listed, vec![id_of(&to_carol), id_of(&to_bob)]);
-    assert!(contacts(&app, &mallory).await.is_empty(), "Mallory sees no one else's payees");
+    assert!(
+        contacts(&app, &mallory).await.is_empty(),
+        "Mallory sees no one else's payees"
+    );
 
     // Checked numbers: a typo fails Luhn; a valid number of no account is
     // NOT_FOUND; a blank name is refused.
     let (body, last) = b.number.split_at(b.number.len() - 1);
     let typo = format!("{body}{}", (last.parse::<u8>().unwrap() + 1) % 10);
     assert!(!luhn_valid(&typo));
-    for bad in [typo.as_str(), "12345", "abcdefghijkl", "", &format!("{}0", b.number)] {
+    for bad in [
+        typo.as_str(),
+        "12345",
+        "abcdefghijkl",
+        "",
+        &format!("{}0", b.number),
+    ] {
         let resp = add_contact_raw(&app, &alice, "Typo", bad).await;
         assert_eq!(error_codes(&resp), ["BAD_USER_INPUT"], "{bad:?}: {resp}");
     }
     let nobody = loop {
-        let candidate = with_luhn_digit(&format!("{:011}", Uuid::new_v4().as_u128() % 100_000_000_000));
+        let candidate = with_luhn_digit(&format!(
+            "{:011}",
+            Uuid::new_v4().as_u128() % 100_000_000_000
+        ));
         if ![&a, &b, &c, &m].iter().any(|x| x.number == candidate) {
             break candidate;
         }
     };
-    expect_code(&add_contact_raw(&app, &alice, "Ghost", &nobody).await, "NOT_FOUND");
-    expect_code(&add_contact_raw(&app, &alice, "   ", &b.number).await, "BAD_USER_INPUT");
-    assert_eq!(contacts(&app, &alice).await.len(), 2, "refused payees are not saved");
+    expect_code(
+        &add_contact_raw(&app, &alice, "Ghost", &nobody).await,
+        "NOT_FOUND",
+    );
+    expect_code(
+        &add_contact_raw(&app, &alice, "   ", &b.number).await,
+        "BAD_USER_INPUT",
+    );
+    assert_eq!(
+        contacts(&app, &alice).await.len(),
+        2,
+        "refused payees are not saved"
+    );
 
     // Paying a payee.
     let t = expect_data(
-        app.transfer_to_contact_raw(&alice, &a.id, &id_of(&to_bob), "12.00", &key()).await,
+        app.transfer_to_contact_raw(&alice, &a.id, &id_of(&to_bob), "12.00", &key())
+            .await,
     )["transfer"]
         .clone();
     assert_eq!(t["destination"]["accountNumber"], b.number.as_str());
@@ -763,9 +999,15 @@ async fn saved_payees_belong_to_their_owner() {
         .transfer_to_contact_raw(&mallory, &m.id, &id_of(&to_carol), "1.00", &key())
         .await;
     assert_eq!(error_codes(&resp), ["NOT_FOUND"], "{resp}");
-    assert_eq!(error_codes(&remove_contact_raw(&app, &mallory, &id_of(&to_carol)).await), ["NOT_FOUND"]);
+    assert_eq!(
+        error_codes(&remove_contact_raw(&app, &mallory, &id_of(&to_carol)).await),
+        ["NOT_FOUND"]
+    );
     assert_eq!(contacts(&app, &alice).await.len(), 2);
-    assert_eq!(app.account(&mallory, &m.id).await["availableBalance"], "100.00");
+    assert_eq!(
+        app.account(&mallory, &m.id).await["availableBalance"],
+        "100.00"
+    );
     assert_eq!(app.account(&carol, &c.id).await["balance"], "0.00");
 
     // Removing: gone from the list, unusable, and not removable twice.
@@ -774,10 +1016,20 @@ async fn saved_payees_belong_to_their_owner() {
     let listed: Vec<String> = contacts(&app, &alice).await.iter().map(id_of).collect();
     assert_eq!(listed, vec![id_of(&to_carol)]);
     expect_code(
-        &app.transfer_to_contact_raw(&alice, &a.id, &id_of(&to_bob), "1.00", &key()).await,
+        &app.transfer_to_contact_raw(&alice, &a.id, &id_of(&to_bob), "1.00", &key())
+            .await,
         "NOT_FOUND",
     );
-    expect_code(&remove_contact_raw(&app, &alice, &id_of(&to_bob)).await, "NOT_FOUND");
-    expect_code(&remove_contact_raw(&app, &alice, "not-an-id").await, "NOT_FOUND");
-    assert_eq!(app.account(&alice, &a.id).await["availableBalance"], "88.00");
+    expect_code(
+        &remove_contact_raw(&app, &alice, &id_of(&to_bob)).await,
+        "NOT_FOUND",
+    );
+    expect_code(
+        &remove_contact_raw(&app, &alice, "not-an-id").await,
+        "NOT_FOUND",
+    );
+    assert_eq!(
+        app.account(&alice, &a.id).await["availableBalance"],
+        "88.00"
+    );
 }

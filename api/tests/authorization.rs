@@ -73,7 +73,11 @@ fn parse_sdl(sdl: &str) -> (Vec<SdlType>, HashMap<String, String>) {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(!name.is_empty(), "cannot read a field of {}: {def:?}", t.name);
+            assert!(
+                !name.is_empty(),
+                "cannot read a field of {}: {def:?}",
+                t.name
+            );
             t.fields.push((name, def));
             continue;
         }
@@ -258,9 +262,8 @@ async fn every_operation_and_type_declares_an_access_rule() {
             }
             continue;
         }
-        let generated = t.name == "PageInfo"
-            || t.name.ends_with("Connection")
-            || t.name.ends_with("Edge");
+        let generated =
+            t.name == "PageInfo" || t.name.ends_with("Connection") || t.name.ends_with("Edge");
         if generated {
             continue;
         }
@@ -287,15 +290,18 @@ async fn every_operation_and_type_declares_an_access_rule() {
     // The reader saw the schema, not an empty shell.
     let names: BTreeSet<&str> = types.iter().map(|t| t.name.as_str()).collect();
     for expected in ["Account", "Transfer", "User", "Party", "AuditEntry"] {
-        assert!(names.contains(expected), "type {expected} not found in the SDL");
+        assert!(
+            names.contains(expected),
+            "type {expected} not found in the SDL"
+        );
     }
     assert!(
         root_fields >= 30,
         "only {root_fields} root fields read from the SDL"
     );
     // The committed copy says the same.
-    let committed = std::fs::read_to_string(repo_root().join("schema.graphql"))
-        .expect("read schema.graphql");
+    let committed =
+        std::fs::read_to_string(repo_root().join("schema.graphql")).expect("read schema.graphql");
     assert_eq!(
         committed.trim(),
         sdl.trim(),
@@ -408,12 +414,16 @@ async fn setup(app: &TestApp) -> Fx {
     // Enough for the owner's own calls, the unpaid bill (123.45) included.
     let deposit = app.deposit(&alice, &a.id, "300.00", &key()).await;
     let alice_deposit = id_of(&deposit);
-    let done = app.wait_transfer_final(&alice, &alice_deposit, SETTLE).await;
+    let done = app
+        .wait_transfer_final(&alice, &alice_deposit, SETTLE)
+        .await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     let e = app.open_account(&alice, "CHECKING", "USD").await;
     let m = app.funded_account(&mallory, "USD", "50.00").await;
 
-    let t = app.transfer(&alice, &a.id, &m.number, "10.00", &key()).await;
+    let t = app
+        .transfer(&alice, &a.id, &m.number, "10.00", &key())
+        .await;
     let t_am = id_of(&t);
     let done = app.wait_transfer_final(&alice, &t_am, SETTLE).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
@@ -457,8 +467,12 @@ async fn setup(app: &TestApp) -> Fx {
     let deadline = std::time::Instant::now() + SETTLE;
     let alice_bill = loop {
         let data = expect_data(
-            app.gql(alice.token(), "{ bills(status: UNPAID) { id status } }", json!({}))
-                .await,
+            app.gql(
+                alice.token(),
+                "{ bills(status: UNPAID) { id status } }",
+                json!({}),
+            )
+            .await,
         );
         if let Some(b) = data["bills"].as_array().and_then(|l| l.first()) {
             break id_of(b);
@@ -509,7 +523,14 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
     };
     vec![
         // -- queries ------------------------------------------------------
-        call(Q, "me", Customer, OwnScope, "{ me { id email role } }", json!({})),
+        call(
+            Q,
+            "me",
+            Customer,
+            OwnScope,
+            "{ me { id email role } }",
+            json!({}),
+        ),
         call(
             Q,
             "account",
@@ -558,7 +579,14 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
             "{ notifications(first: 100) { totalCount edges { node { id } } } }",
             json!({}),
         ),
-        call(Q, "contacts", Customer, OwnScope, "{ contacts { id name accountNumber } }", json!({})),
+        call(
+            Q,
+            "contacts",
+            Customer,
+            OwnScope,
+            "{ contacts { id name accountNumber } }",
+            json!({}),
+        ),
         call(
             Q,
             "users",
@@ -599,10 +627,38 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
             "{ failedNotifications(first: 5) { totalCount edges { node { id } } } }",
             json!({}),
         ),
-        call(Q, "trialBalance", Admin, Forbidden, "{ trialBalance { currency net } }", json!({})),
-        call(Q, "utilityProviders", Customer, OwnScope, "{ utilityProviders { id name } }", json!({})),
-        call(Q, "utilityLinks", Customer, OwnScope, "{ utilityLinks { id customerNumber } }", json!({})),
-        call(Q, "bills", Customer, OwnScope, "{ bills { id reference status } }", json!({})),
+        call(
+            Q,
+            "trialBalance",
+            Admin,
+            Forbidden,
+            "{ trialBalance { currency net } }",
+            json!({}),
+        ),
+        call(
+            Q,
+            "utilityProviders",
+            Customer,
+            OwnScope,
+            "{ utilityProviders { id name } }",
+            json!({}),
+        ),
+        call(
+            Q,
+            "utilityLinks",
+            Customer,
+            OwnScope,
+            "{ utilityLinks { id customerNumber } }",
+            json!({}),
+        ),
+        call(
+            Q,
+            "bills",
+            Customer,
+            OwnScope,
+            "{ bills { id reference status } }",
+            json!({}),
+        ),
         // -- mutations ----------------------------------------------------
         call(
             M,
@@ -636,7 +692,14 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
             "mutation { verifyEmail(token: \"0000000000000000\") { id } }",
             json!({}),
         ),
-        call(M, "resendVerificationEmail", Customer, OwnScope, "mutation { resendVerificationEmail }", json!({})),
+        call(
+            M,
+            "resendVerificationEmail",
+            Customer,
+            OwnScope,
+            "mutation { resendVerificationEmail }",
+            json!({}),
+        ),
         call(
             M,
             "openAccount",
@@ -763,7 +826,14 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
             "mutation($p: ID!) { linkUtilityAccount(input: {providerId: $p, customerNumber: \"100002\"}) { id } }",
             json!({ "p": fx.provider_id }),
         ),
-        call(M, "refreshBills", Customer, OwnScope, "mutation { refreshBills }", json!({})),
+        call(
+            M,
+            "refreshBills",
+            Customer,
+            OwnScope,
+            "mutation { refreshBills }",
+            json!({}),
+        ),
         call(
             M,
             "payBill",
@@ -797,7 +867,14 @@ fn calls(fx: &Fx, who: Who, spare_refresh: &str) -> Vec<Call> {
             "mutation($a: ID!) { closeAccount(id: $a) { id status } }",
             json!({ "a": fx.e.id }),
         ),
-        call(M, "logoutAll", Customer, OwnScope, "mutation { logoutAll }", json!({})),
+        call(
+            M,
+            "logoutAll",
+            Customer,
+            OwnScope,
+            "mutation { logoutAll }",
+            json!({}),
+        ),
     ]
 }
 
@@ -859,7 +936,10 @@ async fn snapshot(app: &TestApp, fx: &mut Fx) -> Snapshot {
             .map(id_of)
             .collect();
         contacts.sort();
-        (data["accounts"]["totalCount"].as_i64().unwrap_or(-1), contacts)
+        (
+            data["accounts"]["totalCount"].as_i64().unwrap_or(-1),
+            contacts,
+        )
     } else {
         (-1, Vec::new())
     };
@@ -898,7 +978,9 @@ async fn snapshot(app: &TestApp, fx: &mut Fx) -> Snapshot {
         e,
         alice_accounts,
         alice_contacts,
-        audit_entries: counts["auditLog"]["totalCount"].as_i64().expect("audit count"),
+        audit_entries: counts["auditLog"]["totalCount"]
+            .as_i64()
+            .expect("audit count"),
         transfers: counts["allTransfers"]["totalCount"]
             .as_i64()
             .expect("transfer count"),
@@ -986,17 +1068,24 @@ async fn walk(app: &TestApp, fx: &mut Fx, who: Who) -> Vec<String> {
             Who::Anonymous => {
                 if c.rule == Rule::Public {
                     if guard_error {
-                        failures.push(format!("{name}: a PUBLIC operation refused a stranger: {resp}"));
+                        failures.push(format!(
+                            "{name}: a PUBLIC operation refused a stranger: {resp}"
+                        ));
                     }
-                    if matches!(c.field, "register" | "login" | "refreshToken") && !codes.is_empty() {
+                    if matches!(c.field, "register" | "login" | "refreshToken") && !codes.is_empty()
+                    {
                         failures.push(format!("{name}: should succeed: {resp}"));
                     }
                 } else if codes != ["UNAUTHENTICATED"] {
-                    failures.push(format!("{name}: expected UNAUTHENTICATED only, got {codes:?}: {resp}"));
+                    failures.push(format!(
+                        "{name}: expected UNAUTHENTICATED only, got {codes:?}: {resp}"
+                    ));
                 }
                 if c.rule != Rule::Public && !resp["data"].is_null() {
                     let data = &resp["data"];
-                    let any = data.as_object().is_some_and(|o| o.values().any(|v| !v.is_null()));
+                    let any = data
+                        .as_object()
+                        .is_some_and(|o| o.values().any(|v| !v.is_null()));
                     if any {
                         failures.push(format!("{name}: data returned to a stranger: {resp}"));
                     }
@@ -1007,24 +1096,29 @@ async fn walk(app: &TestApp, fx: &mut Fx, who: Who) -> Vec<String> {
                     let data_text = resp["data"].to_string();
                     for secret in &secrets {
                         if data_text.contains(secret.as_str()) {
-                            failures.push(format!("{name}: the answer contains Alice's {secret}: {resp}"));
+                            failures.push(format!(
+                                "{name}: the answer contains Alice's {secret}: {resp}"
+                            ));
                         }
                     }
                 }
                 match c.stranger {
                     Stranger::Forbidden => {
                         if codes != ["FORBIDDEN"] {
-                            failures.push(format!("{name}: expected FORBIDDEN, got {codes:?}: {resp}"));
+                            failures
+                                .push(format!("{name}: expected FORBIDDEN, got {codes:?}: {resp}"));
                         }
                     }
                     Stranger::NotFound => {
                         if codes != ["NOT_FOUND"] {
-                            failures.push(format!("{name}: expected NOT_FOUND, got {codes:?}: {resp}"));
+                            failures
+                                .push(format!("{name}: expected NOT_FOUND, got {codes:?}: {resp}"));
                         }
                     }
                     Stranger::OwnScope => {
                         if guard_error {
-                            failures.push(format!("{name}: refused to a signed-in customer: {resp}"));
+                            failures
+                                .push(format!("{name}: refused to a signed-in customer: {resp}"));
                         }
                         let data = &resp["data"];
                         let problem = match c.field {
@@ -1047,7 +1141,9 @@ async fn walk(app: &TestApp, fx: &mut Fx, who: Who) -> Vec<String> {
             Who::Owner => {
                 if c.rule == Rule::Admin {
                     if codes != ["FORBIDDEN"] {
-                        failures.push(format!("{name}: a customer got past an ADMIN guard: {codes:?}: {resp}"));
+                        failures.push(format!(
+                            "{name}: a customer got past an ADMIN guard: {codes:?}: {resp}"
+                        ));
                     }
                 } else if guard_error {
                     failures.push(format!("{name}: refused to the owner: {resp}"));
@@ -1059,9 +1155,13 @@ async fn walk(app: &TestApp, fx: &mut Fx, who: Who) -> Vec<String> {
                 if guard_error {
                     failures.push(format!("{name}: refused to an admin: {resp}"));
                 } else if c.rule == Rule::Admin
-                    && codes.iter().any(|code| !c.admin_may_fail_with.contains(&code.as_str()))
+                    && codes
+                        .iter()
+                        .any(|code| !c.admin_may_fail_with.contains(&code.as_str()))
                 {
-                    failures.push(format!("{name}: an ADMIN operation failed for an admin: {resp}"));
+                    failures.push(format!(
+                        "{name}: an ADMIN operation failed for an admin: {resp}"
+                    ));
                 }
             }
         }
@@ -1110,13 +1210,19 @@ async fn the_schema_walk_refuses_strangers() {
         .iter()
         .filter(|(root, field)| !schema[root.as_str()].contains(field))
         .collect();
-    assert!(stale.is_empty(), "fixtures for fields the schema lacks: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "fixtures for fields the schema lacks: {stale:?}"
+    );
 
     let mut failures = Vec::new();
 
     // (a) anonymous, (b) Mallory: nothing of Alice's changes.
     let before = snapshot(&app, &mut fx).await;
-    assert!(before.alice_token_works && before.alice_refresh_works, "{before:?}");
+    assert!(
+        before.alice_token_works && before.alice_refresh_works,
+        "{before:?}"
+    );
     failures.extend(walk(&app, &mut fx, Who::Anonymous).await);
     let after_anonymous = snapshot(&app, &mut fx).await;
     if after_anonymous != before {
@@ -1166,7 +1272,12 @@ async fn type_map(app: &TestApp, s: &Session) -> HashMap<String, Value> {
         .as_array()
         .expect("types")
         .iter()
-        .map(|t| (t["name"].as_str().expect("type name").to_string(), t.clone()))
+        .map(|t| {
+            (
+                t["name"].as_str().expect("type name").to_string(),
+                t.clone(),
+            )
+        })
         .collect()
 }
 
@@ -1193,14 +1304,25 @@ fn selection(types: &HashMap<String, Value>, type_name: &str, depth: usize) -> S
         let plain = f["name"].as_str().expect("field name");
         // Lists are costed per requested item: ask for one so the whole
         // selection stays under the complexity limit.
-        let pages = f["args"].as_array().into_iter().flatten().any(|a| a["name"] == "first");
-        let name = if pages { format!("{plain}(first: 1)") } else { plain.to_string() };
+        let pages = f["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["name"] == "first");
+        let name = if pages {
+            format!("{plain}(first: 1)")
+        } else {
+            plain.to_string()
+        };
         let name = name.as_str();
         match ty["kind"].as_str() {
             Some("SCALAR" | "ENUM") => out.push(name.to_string()),
             Some("OBJECT") if depth > 0 => {
                 let inner = ty["name"].as_str().expect("object type name");
-                out.push(format!("{name} {{ {} }}", selection(types, inner, depth - 1)));
+                out.push(format!(
+                    "{name} {{ {} }}",
+                    selection(types, inner, depth - 1)
+                ));
             }
             _ => out.push(format!("{name} {{ __typename }}")),
         }
@@ -1215,10 +1337,20 @@ async fn another_customer_reaches_no_field_of_a_victims_account_or_transfer() {
     let mallory = app.register_random().await;
     let a = app.funded_account(&alice, "USD", "100.00").await;
     let m = app.funded_account(&mallory, "USD", "100.00").await;
-    let to_mallory = app.transfer(&alice, &a.id, &m.number, "10.00", &key()).await;
-    let to_mallory = id_of(&app.wait_transfer_final(&alice, &id_of(&to_mallory), SETTLE).await);
-    let to_alice = app.transfer(&mallory, &m.id, &a.number, "3.00", &key()).await;
-    let to_alice = id_of(&app.wait_transfer_final(&mallory, &id_of(&to_alice), SETTLE).await);
+    let to_mallory = app
+        .transfer(&alice, &a.id, &m.number, "10.00", &key())
+        .await;
+    let to_mallory = id_of(
+        &app.wait_transfer_final(&alice, &id_of(&to_mallory), SETTLE)
+            .await,
+    );
+    let to_alice = app
+        .transfer(&mallory, &m.id, &a.number, "3.00", &key())
+        .await;
+    let to_alice = id_of(
+        &app.wait_transfer_final(&mallory, &id_of(&to_alice), SETTLE)
+            .await,
+    );
     let alice_transfers = expect_data(
         app.gql(
             alice.token(),
@@ -1240,24 +1372,43 @@ async fn another_customer_reaches_no_field_of_a_victims_account_or_transfer() {
     let secrets = [a.id.as_str(), alice.email.as_str(), alice_deposit.as_str()];
     let leaks = |resp: &Value| -> Vec<&str> {
         let text = resp["data"].to_string();
-        secrets.iter().copied().filter(|s| text.contains(s)).collect()
+        secrets
+            .iter()
+            .copied()
+            .filter(|s| text.contains(s))
+            .collect()
     };
 
     // Direct paths: NOT_FOUND, nothing in data, and the same answer as for
     // an id that names nothing (existence is not leaked).
     for (doc, id) in [
-        (format!("query($id: ID!) {{ account(id: $id) {{ {account_all} }} }}"), a.id.clone()),
-        (format!("query($id: ID!) {{ transfer(id: $id) {{ {transfer_all} }} }}"), alice_deposit.clone()),
         (
-            format!("query($id: ID) {{ transfers(accountId: $id, first: 1) {{ totalCount edges {{ node {{ {transfer_all} }} }} }} }}"),
+            format!("query($id: ID!) {{ account(id: $id) {{ {account_all} }} }}"),
+            a.id.clone(),
+        ),
+        (
+            format!("query($id: ID!) {{ transfer(id: $id) {{ {transfer_all} }} }}"),
+            alice_deposit.clone(),
+        ),
+        (
+            format!(
+                "query($id: ID) {{ transfers(accountId: $id, first: 1) {{ totalCount edges {{ node {{ {transfer_all} }} }} }} }}"
+            ),
             a.id.clone(),
         ),
     ] {
         let resp = app.gql(mallory.token(), &doc, json!({ "id": id })).await;
         assert_eq!(error_codes(&resp), ["NOT_FOUND"], "{doc}: {resp}");
-        assert!(leaks(&resp).is_empty() && resp["data"].is_null(), "{doc}: {resp}");
+        assert!(
+            leaks(&resp).is_empty() && resp["data"].is_null(),
+            "{doc}: {resp}"
+        );
         let unknown = app
-            .gql(mallory.token(), &doc, json!({ "id": Uuid::new_v4().to_string() }))
+            .gql(
+                mallory.token(),
+                &doc,
+                json!({ "id": Uuid::new_v4().to_string() }),
+            )
             .await;
         assert_eq!(
             resp["errors"][0]["message"], unknown["errors"][0]["message"],
@@ -1269,15 +1420,24 @@ async fn another_customer_reaches_no_field_of_a_victims_account_or_transfer() {
     // side as a Party whose `account` is null.
     let paths = [
         format!("query($id: ID!) {{ transfer(id: $id) {{ {transfer_all} }} }}"),
-        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} transfers(first: 10) {{ edges {{ node {{ {transfer_all} }} }} }} }}"),
-        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} accounts(first: 2) {{ edges {{ node {{ transfers(first: 10) {{ edges {{ node {{ {transfer_all} }} }} }} }} }} }} }}"),
-        format!("query($id: ID!) {{ t: transfer(id: $id) {{ id }} me {{ accounts(first: 2) {{ edges {{ node {{ transfers(first: 10) {{ edges {{ node {{ source {{ accountNumber holderName account {{ {account_shallow} }} }} destination {{ accountNumber holderName account {{ {account_shallow} }} }} }} }} }} }} }} }} }} }}"),
+        format!(
+            "query($id: ID!) {{ t: transfer(id: $id) {{ id }} transfers(first: 10) {{ edges {{ node {{ {transfer_all} }} }} }} }}"
+        ),
+        format!(
+            "query($id: ID!) {{ t: transfer(id: $id) {{ id }} accounts(first: 2) {{ edges {{ node {{ transfers(first: 10) {{ edges {{ node {{ {transfer_all} }} }} }} }} }} }} }}"
+        ),
+        format!(
+            "query($id: ID!) {{ t: transfer(id: $id) {{ id }} me {{ accounts(first: 2) {{ edges {{ node {{ transfers(first: 10) {{ edges {{ node {{ source {{ accountNumber holderName account {{ {account_shallow} }} }} destination {{ accountNumber holderName account {{ {account_shallow} }} }} }} }} }} }} }} }} }} }}"
+        ),
     ];
     for doc in &paths {
         for id in [&to_mallory, &to_alice] {
             let resp = app.gql(mallory.token(), doc, json!({ "id": id })).await;
             let data = expect_data(resp.clone());
-            assert!(leaks(&resp).is_empty(), "Alice's data leaked through {doc}: {resp}");
+            assert!(
+                leaks(&resp).is_empty(),
+                "Alice's data leaked through {doc}: {resp}"
+            );
             // Every Party naming Alice's account has a null `account`.
             let mut parties = Vec::new();
             collect_parties(&data, &mut parties);
@@ -1323,7 +1483,10 @@ async fn another_customer_reaches_no_field_of_a_victims_account_or_transfer() {
         assert_eq!(t["source"]["account"]["id"], a.id.as_str(), "{t}");
     }
     let t = app.transfer_by_id(&alice, &to_mallory).await;
-    assert!(t["destination"]["account"].is_null(), "Alice sees Mallory's account: {t}");
+    assert!(
+        t["destination"]["account"].is_null(),
+        "Alice sees Mallory's account: {t}"
+    );
 }
 
 /// Every object with an `accountNumber` (a Party) inside `v`.

@@ -47,7 +47,10 @@ async fn world_with(builder: TestAppBuilder) -> World {
     let provider = MockProvider::start().await;
     let app = builder.spawn().await;
     let admin = app.admin().await;
-    let name = format!("Power & Light {}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let name = format!(
+        "Power & Light {}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
     let created = expect_data(create_provider_raw(&app, &admin, &name, &provider.base_url).await);
     let p = &created["createUtilityProvider"];
     assert_eq!(p["name"], name.as_str(), "createUtilityProvider: {p}");
@@ -149,11 +152,20 @@ async fn wait_cached(app: &TestApp, s: &Session) -> Vec<Value> {
 }
 
 async fn refresh_bills(app: &TestApp, s: &Session) {
-    let data = expect_data(app.gql(s.token(), "mutation { refreshBills }", json!({})).await);
+    let data = expect_data(
+        app.gql(s.token(), "mutation { refreshBills }", json!({}))
+            .await,
+    );
     assert_eq!(data["refreshBills"], true, "refreshBills: {data}");
 }
 
-async fn pay_bill_raw(app: &TestApp, s: &Session, bill_id: &str, account_id: &str, key: &str) -> Value {
+async fn pay_bill_raw(
+    app: &TestApp,
+    s: &Session,
+    bill_id: &str,
+    account_id: &str,
+    key: &str,
+) -> Value {
     app.gql(
         s.token(),
         PAY_BILL,
@@ -232,7 +244,11 @@ async fn cache_ttls(app: &TestApp, link_id: &str) -> Vec<(String, i64)> {
     keys.dedup();
     let mut out = Vec::new();
     for key in keys {
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut con).await.expect("TTL");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .expect("TTL");
         out.push((key, ttl));
     }
     out
@@ -257,9 +273,16 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
 
     // Customers see the registered provider.
     let data = expect_data(
-        app.gql(s.token(), "{ utilityProviders { id name kind currency } }", json!({})).await,
+        app.gql(
+            s.token(),
+            "{ utilityProviders { id name kind currency } }",
+            json!({}),
+        )
+        .await,
     );
-    let providers = data["utilityProviders"].as_array().expect("utilityProviders list");
+    let providers = data["utilityProviders"]
+        .as_array()
+        .expect("utilityProviders list");
     assert!(
         providers.iter().any(|p| p["id"] == w.provider_id.as_str()
             && p["kind"] == "ELECTRICITY"
@@ -273,13 +296,24 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
     // An unknown provider: NOT_FOUND too.
     let no_provider = link_raw(app, &s, &uuid::Uuid::new_v4().to_string(), "100001").await;
     expect_code(&no_provider, "NOT_FOUND");
-    let data = expect_data(app.gql(s.token(), "{ utilityLinks { id } }", json!({})).await);
-    assert_eq!(data["utilityLinks"], json!([]), "a refused link was stored: {data}");
+    let data = expect_data(
+        app.gql(s.token(), "{ utilityLinks { id } }", json!({}))
+            .await,
+    );
+    assert_eq!(
+        data["utilityLinks"],
+        json!([]),
+        "a refused link was stored: {data}"
+    );
 
     let link_id = link(&w, &s, "100001").await;
     let data = expect_data(
-        app.gql(s.token(), "{ utilityLinks { id customerNumber provider { id } } }", json!({}))
-            .await,
+        app.gql(
+            s.token(),
+            "{ utilityLinks { id customerNumber provider { id } } }",
+            json!({}),
+        )
+        .await,
     );
     assert_eq!(
         data["utilityLinks"],
@@ -309,7 +343,10 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
     assert_eq!(unpaid["status"], "UNPAID", "{unpaid}");
     assert_eq!(unpaid["link"]["id"], link_id.as_str(), "{unpaid}");
     let paid = bill(&list, "INV-100001-10");
-    assert_eq!(paid["amount"], "98.10", "amounts keep the currency's two digits: {paid}");
+    assert_eq!(
+        paid["amount"], "98.10",
+        "amounts keep the currency's two digits: {paid}"
+    );
     assert_eq!(paid["currency"], "USD", "{paid}");
     assert_eq!(paid["dueDate"], "2026-11-01", "{paid}");
     assert_eq!(paid["status"], "PAID", "{paid}");
@@ -320,11 +357,19 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
         age < chrono::Duration::minutes(5) && age > chrono::Duration::minutes(-5),
         "fetchedAt of a fresh fetch is {age} old: {unpaid}"
     );
-    assert_eq!(fetched_at(unpaid), fetched_at(paid), "one fetch, one fetchedAt");
+    assert_eq!(
+        fetched_at(unpaid),
+        fetched_at(paid),
+        "one fetch, one fetchedAt"
+    );
 
     // The cache lives in Redis with a TTL of at most 24 h.
     let ttls = cache_ttls(app, &link_id).await;
-    assert!(!ttls.is_empty(), "no Redis key under {} mentions link {link_id}", app.prefix);
+    assert!(
+        !ttls.is_empty(),
+        "no Redis key under {} mentions link {link_id}",
+        app.prefix
+    );
     for (key, ttl) in &ttls {
         assert!(
             *ttl > 0 && *ttl <= 24 * 3600,
@@ -334,15 +379,29 @@ async fn linking_checks_the_customer_number_with_the_provider_and_lists_the_cach
 
     // The status filter.
     let only_unpaid = bills(app, &s, Some("UNPAID")).await;
-    assert_eq!(references(&only_unpaid), vec!["INV-100001-11"], "{only_unpaid:#?}");
+    assert_eq!(
+        references(&only_unpaid),
+        vec!["INV-100001-11"],
+        "{only_unpaid:#?}"
+    );
     let only_paid = bills(app, &s, Some("PAID")).await;
-    assert_eq!(references(&only_paid), vec!["INV-100001-10"], "{only_paid:#?}");
+    assert_eq!(
+        references(&only_paid),
+        vec!["INV-100001-10"],
+        "{only_paid:#?}"
+    );
     let processing = bills(app, &s, Some("PROCESSING")).await;
-    assert!(processing.is_empty(), "nothing is PROCESSING yet: {processing:#?}");
+    assert!(
+        processing.is_empty(),
+        "nothing is PROCESSING yet: {processing:#?}"
+    );
 
     // Another customer sees none of it.
     let other = app.register_random().await;
-    assert!(bills(app, &other, None).await.is_empty(), "bills leak to another customer");
+    assert!(
+        bills(app, &other, None).await.is_empty(),
+        "bills leak to another customer"
+    );
     // And nobody anonymous.
     let anonymous = app
         .gql(None, &format!("{{ bills {{ {BILL_FIELDS} }} }}"), json!({}))
@@ -367,7 +426,11 @@ async fn the_cache_serves_bills_while_the_provider_is_down_and_fetched_at_tells_
 
     // Served from the cache, as it was.
     let during = bills(app, &s, None).await;
-    assert_eq!(references(&during), references(&before), "bills while down: {during:#?}");
+    assert_eq!(
+        references(&during),
+        references(&before),
+        "bills while down: {during:#?}"
+    );
     assert_eq!(fetched_at(bill(&during, "INV-100001-11")), first_fetch);
 
     // A refresh against a down provider retries (1 s, 2 s) and then keeps
@@ -443,7 +506,10 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
             .as_str()
             .expect("status")
             .to_string();
-        assert_ne!(status, "UNPAID", "a paid bill went back to UNPAID: {list:#?}");
+        assert_ne!(
+            status, "UNPAID",
+            "a paid bill went back to UNPAID: {list:#?}"
+        );
         if seen.last() != Some(&status) {
             seen.push(status.clone());
         }
@@ -471,16 +537,26 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
 
     // The provider recorded exactly one payment for the bill.
     let recorded = w.provider.payments_for("INV-100001-11").await;
-    assert_eq!(recorded.len(), 1, "payments recorded for the bill: {recorded:#?}");
+    assert_eq!(
+        recorded.len(),
+        1,
+        "payments recorded for the bill: {recorded:#?}"
+    );
     let p = &recorded[0];
     assert_eq!(p["payment"]["amount"], "123.45", "{p}");
     assert_eq!(p["payment"]["currency"], "USD", "{p}");
     assert!(
-        p["payment"]["paymentId"].as_str().is_some_and(|id| !id.is_empty()),
+        p["payment"]["paymentId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
         "{p}"
     );
     assert!(p["timesReceived"].as_u64().is_some_and(|n| n >= 1), "{p}");
-    assert_eq!(w.provider.payments().await.len(), 1, "other payments were reported");
+    assert_eq!(
+        w.provider.payments().await.len(),
+        1,
+        "other payments were reported"
+    );
 
     // Money moved once.
     let acc = app.account(&s, &account.id).await;
@@ -492,7 +568,11 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
     expect_code(&again, "BAD_USER_INPUT");
     // The retry of the original request returns the original transfer.
     let replay = pay_bill(app, &s, &to_pay, &account.id, &pay_key).await;
-    assert_eq!(id(&replay), transfer_id, "the same key must return the same transfer: {replay}");
+    assert_eq!(
+        id(&replay),
+        transfer_id,
+        "the same key must return the same transfer: {replay}"
+    );
     assert_eq!(replay["kind"], "BILL_PAYMENT", "{replay}");
     // A bill the provider reports PAID cannot be paid.
     let paid_before = pay_bill_raw(app, &s, &already_paid, &account.id, &key()).await;
@@ -506,16 +586,31 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
         find_bill(l, "INV-100001-11").is_some_and(|b| fetched_at(b) > first)
     })
     .await;
-    assert_eq!(bill(&refreshed, "INV-100001-11")["status"], "PAID", "{refreshed:#?}");
+    assert_eq!(
+        bill(&refreshed, "INV-100001-11")["status"],
+        "PAID",
+        "{refreshed:#?}"
+    );
     let again = pay_bill_raw(app, &s, &to_pay, &account.id, &key()).await;
     expect_code(&again, "BAD_USER_INPUT");
     let replay = pay_bill(app, &s, &to_pay, &account.id, &pay_key).await;
-    assert_eq!(id(&replay), transfer_id, "the same key after the refresh: {replay}");
+    assert_eq!(
+        id(&replay),
+        transfer_id,
+        "the same key after the refresh: {replay}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let recorded = w.provider.payments_for("INV-100001-11").await;
-    assert_eq!(recorded.len(), 1, "payments recorded for the bill: {recorded:#?}");
+    assert_eq!(
+        recorded.len(),
+        1,
+        "payments recorded for the bill: {recorded:#?}"
+    );
     let acc = app.account(&s, &account.id).await;
-    assert_eq!(acc["balance"], "376.55", "money moved more than once: {acc}");
+    assert_eq!(
+        acc["balance"], "376.55",
+        "money moved more than once: {acc}"
+    );
     assert_eq!(
         app.count_transfers(&w.admin, None).await,
         2,
@@ -530,9 +625,17 @@ async fn pay_bill_moves_the_money_once_and_reports_the_payment_to_the_provider_e
         .find(|l| l["currency"] == "USD")
         .unwrap_or_else(|| panic!("no USD line in {lines:?}"));
     assert_eq!(minor(usd["net"].as_str().expect("net"), 2), 0, "{usd}");
-    assert_eq!(minor(usd["customerTotal"].as_str().expect("customerTotal"), 2), 37655, "{usd}");
+    assert_eq!(
+        minor(usd["customerTotal"].as_str().expect("customerTotal"), 2),
+        37655,
+        "{usd}"
+    );
     let report = app.assert_ledger_consistent().await;
-    assert_eq!(report.customer_total_minor.get("USD"), Some(&37655), "{report:?}");
+    assert_eq!(
+        report.customer_total_minor.get("USD"),
+        Some(&37655),
+        "{report:?}"
+    );
     assert_eq!(report.completed, 2, "{report:?}");
 }
 
@@ -591,7 +694,11 @@ async fn a_slow_provider_does_not_slow_down_any_graphql_request() {
     let settled = app.wait_transfer_final(&s, &id(&transfer), SETTLE).await;
     assert_eq!(settled["status"], "COMPLETED", "{settled}");
     let processing = bills(app, &s, None).await;
-    assert_eq!(bill(&processing, "INV-100001-11")["status"], "PROCESSING", "{processing:#?}");
+    assert_eq!(
+        bill(&processing, "INV-100001-11")["status"],
+        "PROCESSING",
+        "{processing:#?}"
+    );
 
     // Reports that timed out are retried; once the provider is fast again
     // the bill becomes PAID with one payment at the provider.
@@ -601,7 +708,11 @@ async fn a_slow_provider_does_not_slow_down_any_graphql_request() {
     })
     .await;
     let recorded = w.provider.payments_for("INV-100001-11").await;
-    assert_eq!(recorded.len(), 1, "payments recorded for the bill: {recorded:#?}");
+    assert_eq!(
+        recorded.len(),
+        1,
+        "payments recorded for the bill: {recorded:#?}"
+    );
     assert_eq!(app.account(&s, &account.id).await["balance"], "76.55");
 }
 
@@ -629,12 +740,18 @@ async fn bills_updated_fires_when_a_refresh_finishes_and_when_a_payment_changes_
     let deadline = Instant::now() + EVENT;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let data = ws.next_data("bills", remaining.max(Duration::from_millis(1))).await;
+        let data = ws
+            .next_data("bills", remaining.max(Duration::from_millis(1)))
+            .await;
         let event = data["billsUpdated"]
             .as_array()
             .unwrap_or_else(|| panic!("billsUpdated is not a list: {data}"))
             .clone();
-        assert_eq!(references(&event), references(&list), "billsUpdated: {event:#?}");
+        assert_eq!(
+            references(&event),
+            references(&list),
+            "billsUpdated: {event:#?}"
+        );
         // An event of the link's own refresh may still be on its way; the
         // refresh asked for here brings a newer fetchedAt.
         if fetched_at(bill(&event, "INV-100001-11")) > first {
@@ -661,7 +778,10 @@ async fn bills_updated_fires_when_a_refresh_finishes_and_when_a_payment_changes_
             );
         }
         let data = ws.next_data("bills", remaining).await;
-        let event = data["billsUpdated"].as_array().expect("billsUpdated list").clone();
+        let event = data["billsUpdated"]
+            .as_array()
+            .expect("billsUpdated list")
+            .clone();
         let status = bill(&event, "INV-100001-11")["status"]
             .as_str()
             .expect("status")
@@ -699,7 +819,10 @@ async fn bills_updated_fires_when_a_refresh_finishes_and_when_a_payment_changes_
         .into_iter()
         .filter(|m| m["type"] == "next")
         .collect();
-    assert!(leaked.is_empty(), "another customer received billsUpdated: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "another customer received billsUpdated: {leaked:?}"
+    );
     ws.close().await;
     other_ws.close().await;
 }
@@ -714,14 +837,20 @@ async fn only_an_admin_creates_providers_and_links_are_private_to_their_owner() 
     // A customer cannot register a provider.
     let denied = create_provider_raw(app, &alice, "Rogue Utility", &w.provider.base_url).await;
     expect_code(&denied, "FORBIDDEN");
-    let data = expect_data(app.gql(alice.token(), "{ utilityProviders { id name } }", json!({})).await);
+    let data = expect_data(
+        app.gql(alice.token(), "{ utilityProviders { id name } }", json!({}))
+            .await,
+    );
     let names: Vec<&str> = data["utilityProviders"]
         .as_array()
         .expect("list")
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert!(!names.contains(&"Rogue Utility"), "a customer created a provider: {data}");
+    assert!(
+        !names.contains(&"Rogue Utility"),
+        "a customer created a provider: {data}"
+    );
     assert_eq!(names, vec![w.provider_name.as_str()], "{data}");
 
     // The admin's creation is audited.
@@ -741,7 +870,10 @@ async fn only_an_admin_creates_providers_and_links_are_private_to_their_owner() 
             e["node"]["action"] == "CREATE_UTILITY_PROVIDER"
                 && e["node"]["targetId"] == w.provider_id.as_str()
         });
-    assert!(audited, "no CREATE_UTILITY_PROVIDER audit entry for the provider: {data}");
+    assert!(
+        audited,
+        "no CREATE_UTILITY_PROVIDER audit entry for the provider: {data}"
+    );
 
     // Alice's link is hers alone.
     let alice_link = link(&w, &alice, "100001").await;
@@ -756,9 +888,15 @@ async fn only_an_admin_creates_providers_and_links_are_private_to_their_owner() 
         )
         .await;
     expect_code(&steal, "NOT_FOUND");
-    let data = expect_data(app.gql(bob.token(), "{ utilityLinks { id } }", json!({})).await);
+    let data = expect_data(
+        app.gql(bob.token(), "{ utilityLinks { id } }", json!({}))
+            .await,
+    );
     assert_eq!(data["utilityLinks"], json!([]), "{data}");
-    assert!(bills(app, &bob, None).await.is_empty(), "Alice's bills leak to Bob");
+    assert!(
+        bills(app, &bob, None).await.is_empty(),
+        "Alice's bills leak to Bob"
+    );
     // Bob cannot pay Alice's bill from his own account either.
     let bob_account = app.funded_account(&bob, "USD", "500.00").await;
     let pay = pay_bill_raw(app, &bob, &alice_bill, &bob_account.id, &key()).await;
@@ -767,8 +905,15 @@ async fn only_an_admin_creates_providers_and_links_are_private_to_their_owner() 
     assert_eq!(acc["availableBalance"], "500.00", "{acc}");
 
     // Alice still has her link and bills; she can unlink it once.
-    let data = expect_data(app.gql(alice.token(), "{ utilityLinks { id } }", json!({})).await);
-    assert_eq!(data["utilityLinks"], json!([{ "id": alice_link }]), "{data}");
+    let data = expect_data(
+        app.gql(alice.token(), "{ utilityLinks { id } }", json!({}))
+            .await,
+    );
+    assert_eq!(
+        data["utilityLinks"],
+        json!([{ "id": alice_link }]),
+        "{data}"
+    );
     assert_eq!(bills(app, &alice, None).await.len(), 2);
     let unlink = expect_data(
         app.gql(
@@ -779,9 +924,15 @@ async fn only_an_admin_creates_providers_and_links_are_private_to_their_owner() 
         .await,
     );
     assert_eq!(unlink["unlinkUtilityAccount"], true, "{unlink}");
-    let data = expect_data(app.gql(alice.token(), "{ utilityLinks { id } }", json!({})).await);
+    let data = expect_data(
+        app.gql(alice.token(), "{ utilityLinks { id } }", json!({}))
+            .await,
+    );
     assert_eq!(data["utilityLinks"], json!([]), "{data}");
-    assert!(bills(app, &alice, None).await.is_empty(), "an unlinked account's bills are still listed");
+    assert!(
+        bills(app, &alice, None).await.is_empty(),
+        "an unlinked account's bills are still listed"
+    );
     let twice = app
         .gql(
             alice.token(),
@@ -804,10 +955,16 @@ async fn pay_bill_refuses_another_currency_and_missing_funds_and_leaves_the_bill
     let to_pay = id(bill(&list, "INV-100002-11"));
 
     let eur = app.funded_account(&s, "EUR", "500.00").await;
-    expect_code(&pay_bill_raw(app, &s, &to_pay, &eur.id, &key()).await, "CURRENCY_MISMATCH");
+    expect_code(
+        &pay_bill_raw(app, &s, &to_pay, &eur.id, &key()).await,
+        "CURRENCY_MISMATCH",
+    );
 
     let poor = app.funded_account(&s, "USD", "10.00").await;
-    expect_code(&pay_bill_raw(app, &s, &to_pay, &poor.id, &key()).await, "INSUFFICIENT_FUNDS");
+    expect_code(
+        &pay_bill_raw(app, &s, &to_pay, &poor.id, &key()).await,
+        "INSUFFICIENT_FUNDS",
+    );
 
     let unknown_bill = pay_bill_raw(app, &s, "not-a-bill", &poor.id, &key()).await;
     expect_code(&unknown_bill, "NOT_FOUND");
@@ -845,7 +1002,10 @@ async fn an_unverified_email_cannot_pay_a_bill_when_verification_is_required() {
 
     let refused = pay_bill_raw(app, &s, &to_pay, &account.id, &key()).await;
     expect_code(&refused, "EMAIL_NOT_VERIFIED");
-    assert_eq!(app.account(&s, &account.id).await["availableBalance"], "500.00");
+    assert_eq!(
+        app.account(&s, &account.id).await["availableBalance"],
+        "500.00"
+    );
     let now = bills(app, &s, None).await;
     assert_eq!(bill(&now, "INV-100001-11")["status"], "UNPAID", "{now:#?}");
 }
@@ -885,7 +1045,11 @@ async fn concurrent_pay_bills_of_one_bill_have_exactly_one_effect() {
             paid.push(expect_data(resp)["payBill"].clone());
         }
     }
-    assert_eq!(paid.len(), 1, "concurrent payBills that succeeded: {paid:#?}");
+    assert_eq!(
+        paid.len(),
+        1,
+        "concurrent payBills that succeeded: {paid:#?}"
+    );
     let settled = app.wait_transfer_final(&s, &id(&paid[0]), SETTLE).await;
     assert_eq!(settled["status"], "COMPLETED", "{settled}");
     wait_bills(app, &s, "INV-100001-11 PAID", REPORTED, |l| {
@@ -906,9 +1070,13 @@ async fn bills_are_refreshed_periodically_every_bills_refresh_secs() {
     let list = wait_cached(app, &s).await;
     let first = fetched_at(bill(&list, "INV-100001-11"));
     // No refreshBills: the periodic refresh alone brings a newer fetch.
-    wait_bills(app, &s, "a newer fetchedAt without refreshBills", CACHE_FILL, |l| {
-        find_bill(l, "INV-100001-11").is_some_and(|b| fetched_at(b) > first)
-    })
+    wait_bills(
+        app,
+        &s,
+        "a newer fetchedAt without refreshBills",
+        CACHE_FILL,
+        |l| find_bill(l, "INV-100001-11").is_some_and(|b| fetched_at(b) > first),
+    )
     .await;
 }
 
@@ -919,7 +1087,11 @@ async fn pay_flow(w: &World) {
     let s = app.register_random().await;
     link(w, &s, "100001").await;
     let list = wait_cached(app, &s).await;
-    assert_eq!(references(&list), vec!["INV-100001-10", "INV-100001-11"], "{list:#?}");
+    assert_eq!(
+        references(&list),
+        vec!["INV-100001-10", "INV-100001-11"],
+        "{list:#?}"
+    );
     let account = app.funded_account(&s, "USD", "300.00").await;
     let mut ws = Ws::connect(&app.addr, &s.access_token).await;
     ws.subscribe(
@@ -930,10 +1102,21 @@ async fn pay_flow(w: &World) {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     w.provider.control(json!({ "failNextPayments": 1 })).await;
-    let transfer = pay_bill(app, &s, &id(bill(&list, "INV-100001-11")), &account.id, &key()).await;
+    let transfer = pay_bill(
+        app,
+        &s,
+        &id(bill(&list, "INV-100001-11")),
+        &account.id,
+        &key(),
+    )
+    .await;
     assert_eq!(transfer["kind"], "BILL_PAYMENT", "{transfer}");
     let now = bills(app, &s, None).await;
-    assert_eq!(bill(&now, "INV-100001-11")["status"], "PROCESSING", "{now:#?}");
+    assert_eq!(
+        bill(&now, "INV-100001-11")["status"],
+        "PROCESSING",
+        "{now:#?}"
+    );
     let settled = app.wait_transfer_final(&s, &id(&transfer), SETTLE).await;
     assert_eq!(settled["status"], "COMPLETED", "{settled}");
     wait_bills(app, &s, "INV-100001-11 PAID", REPORTED, |l| {
@@ -944,9 +1127,16 @@ async fn pay_flow(w: &World) {
     let deadline = Instant::now() + EVENT;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        assert!(!remaining.is_zero(), "no billsUpdated with the bill PAID\n{}", ws.transcript());
+        assert!(
+            !remaining.is_zero(),
+            "no billsUpdated with the bill PAID\n{}",
+            ws.transcript()
+        );
         let data = ws.next_data("bills", remaining).await;
-        let event = data["billsUpdated"].as_array().expect("billsUpdated list").clone();
+        let event = data["billsUpdated"]
+            .as_array()
+            .expect("billsUpdated list")
+            .clone();
         if bill(&event, "INV-100001-11")["status"] == "PAID" {
             break;
         }
@@ -955,7 +1145,14 @@ async fn pay_flow(w: &World) {
     assert_eq!(app.account(&s, &account.id).await["balance"], "176.55");
     assert_eq!(w.provider.payments_for("INV-100001-11").await.len(), 1);
     // Enough money left for a second payment: refused as already paid.
-    let again = pay_bill_raw(app, &s, &id(bill(&list, "INV-100001-11")), &account.id, &key()).await;
+    let again = pay_bill_raw(
+        app,
+        &s,
+        &id(bill(&list, "INV-100001-11")),
+        &account.id,
+        &key(),
+    )
+    .await;
     expect_code(&again, "BAD_USER_INPUT");
 }
 
@@ -986,7 +1183,11 @@ async fn a_bill_payment_that_fails_at_settlement_frees_the_bill_and_is_never_rep
     let transfer = pay_bill(&w.app, &s, &to_pay, &account.id, &key()).await;
     assert_eq!(transfer["status"], "PENDING", "{transfer}");
     let now = bills(&w.app, &s, None).await;
-    assert_eq!(bill(&now, "INV-100001-11")["status"], "PROCESSING", "{now:#?}");
+    assert_eq!(
+        bill(&now, "INV-100001-11")["status"],
+        "PROCESSING",
+        "{now:#?}"
+    );
     expect_data(
         w.app
             .gql(
@@ -1014,7 +1215,10 @@ async fn a_bill_payment_that_fails_at_settlement_frees_the_bill_and_is_never_rep
     );
     let acc = w.app.account(&s, &account.id).await;
     assert_eq!(acc["balance"], "500.00", "{acc}");
-    assert_eq!(acc["availableBalance"], "500.00", "the hold survived the failure: {acc}");
+    assert_eq!(
+        acc["availableBalance"], "500.00",
+        "the hold survived the failure: {acc}"
+    );
 
     expect_data(
         w.app

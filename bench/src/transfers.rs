@@ -27,8 +27,16 @@ pub struct Args {
     pub clients: Vec<usize>,
 }
 
-async fn gql(http: &reqwest::Client, url: &str, token: Option<&str>, query: &str, vars: Value) -> anyhow::Result<Value> {
-    let mut req = http.post(format!("{url}/graphql")).json(&json!({"query": query, "variables": vars}));
+async fn gql(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    vars: Value,
+) -> anyhow::Result<Value> {
+    let mut req = http
+        .post(format!("{url}/graphql"))
+        .json(&json!({"query": query, "variables": vars}));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -40,11 +48,20 @@ async fn gql(http: &reqwest::Client, url: &str, token: Option<&str>, query: &str
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * p).round() as usize] }
+    if sorted.is_empty() {
+        f64::NAN
+    } else {
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
 }
 
 /// Raw-SQL single-transfer transactions per second at `clients` concurrency.
-async fn baseline(db_url: &str, clients: usize, per_client: usize, accounts: usize) -> anyhow::Result<f64> {
+async fn baseline(
+    db_url: &str,
+    clients: usize,
+    per_client: usize,
+    accounts: usize,
+) -> anyhow::Result<f64> {
     let db = Database::connect(db_url).await?;
     let ddl = [
         "DROP TABLE IF EXISTS bench_entries, bench_transfers, bench_accounts",
@@ -55,7 +72,10 @@ async fn baseline(db_url: &str, clients: usize, per_client: usize, accounts: usi
     for s in ddl {
         db.execute_unprepared(s).await?;
     }
-    db.execute_unprepared(&format!("INSERT INTO bench_accounts SELECT g, 100000000 FROM generate_series(1, {accounts}) g")).await?;
+    db.execute_unprepared(&format!(
+        "INSERT INTO bench_accounts SELECT g, 100000000 FROM generate_series(1, {accounts}) g"
+    ))
+    .await?;
     let db = Arc::new(db);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -94,7 +114,8 @@ async fn baseline(db_url: &str, clients: usize, per_client: usize, accounts: usi
         t.await??;
     }
     let tps = (clients * per_client) as f64 / started.elapsed().as_secs_f64();
-    db.execute_unprepared("DROP TABLE IF EXISTS bench_entries, bench_transfers, bench_accounts").await?;
+    db.execute_unprepared("DROP TABLE IF EXISTS bench_entries, bench_transfers, bench_accounts")
+        .await?;
     Ok(tps)
 }
 
@@ -109,10 +130,23 @@ async fn setup(http: &reqwest::Client, a: &Args) -> anyhow::Result<Vec<Account>>
     for i in 0..a.accounts {
         let email = format!("bench-{}-{i}@example.test", uuid::Uuid::new_v4().simple());
         let reg = gql(http, &a.url, None, "mutation($e: String!) { register(input: {email: $e, password: \"correct horse battery\", fullName: \"Bench\"}) { accessToken } }", json!({"e": email})).await?;
-        let token = reg["register"]["accessToken"].as_str().context("token")?.to_owned();
-        let acc = gql(http, &a.url, Some(&token), "mutation { openAccount(input: {kind: CHECKING, currency: \"USD\"}) { id number } }", json!({})).await?;
+        let token = reg["register"]["accessToken"]
+            .as_str()
+            .context("token")?
+            .to_owned();
+        let acc = gql(
+            http,
+            &a.url,
+            Some(&token),
+            "mutation { openAccount(input: {kind: CHECKING, currency: \"USD\"}) { id number } }",
+            json!({}),
+        )
+        .await?;
         let id = acc["openAccount"]["id"].as_str().context("id")?.to_owned();
-        let number = acc["openAccount"]["number"].as_str().context("number")?.to_owned();
+        let number = acc["openAccount"]["number"]
+            .as_str()
+            .context("number")?
+            .to_owned();
         gql(http, &a.url, Some(&token), "mutation($a: ID!) { deposit(input: {accountId: $a, amount: \"1000000\", idempotencyKey: \"fund\"}) { id } }", json!({"a": id})).await?;
         out.push(Account { token, id, number });
     }
@@ -122,7 +156,14 @@ async fn setup(http: &reqwest::Client, a: &Args) -> anyhow::Result<Vec<Account>>
 async fn wait_settled(http: &reqwest::Client, url: &str, admin: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let d = gql(http, url, Some(admin), "{ allTransfers(status: PENDING, first: 1) { totalCount } }", json!({})).await?;
+        let d = gql(
+            http,
+            url,
+            Some(admin),
+            "{ allTransfers(status: PENDING, first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await?;
         if d["allTransfers"]["totalCount"] == 0 {
             return Ok(());
         }
@@ -136,10 +177,15 @@ async fn wait_settled(http: &reqwest::Client, url: &str, admin: &str) -> anyhow:
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let login = gql(&http, &a.url, None, "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }", json!({"e": a.admin_email, "p": a.admin_password})).await?;
-    let admin = login["login"]["accessToken"].as_str().context("admin token")?.to_owned();
+    let admin = login["login"]["accessToken"]
+        .as_str()
+        .context("admin token")?
+        .to_owned();
     let accounts = Arc::new(setup(&http, &a).await?);
     wait_settled(&http, &a.url, &admin).await?;
-    println!("| clients | raw SQL transfers/s | settled transfers/s | ratio | mutation p50 / p99 |");
+    println!(
+        "| clients | raw SQL transfers/s | settled transfers/s | ratio | mutation p50 / p99 |"
+    );
     println!("| --- | --- | --- | --- | --- |");
     for &clients in &a.clients {
         let raw = baseline(&a.db, clients, a.per_client, a.accounts).await?;

@@ -15,6 +15,6 @@ pub mod notification;
 pub mod refresh_token;
 pub mod setting;
 pub mod transfer;
+pub mod user;
 pub mod utility_link;
 pub mod utility_provider;
-pub mod user;

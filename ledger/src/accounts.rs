@@ -40,14 +40,23 @@ pub fn parse_kind(kind: &str) -> LedgerResult<&'static str> {
     match kind {
         "CHECKING" => Ok("CHECKING"),
         "SAVINGS" => Ok("SAVINGS"),
-        _ => Err(LedgerError::bad_input("account kind must be CHECKING or SAVINGS")),
+        _ => Err(LedgerError::bad_input(
+            "account kind must be CHECKING or SAVINGS",
+        )),
     }
 }
 
 /// Returns the id of the currency's system account, creating it on first use.
-pub async fn ensure_system_account(db: &impl ConnectionTrait, currency: Currency) -> LedgerResult<Uuid> {
+pub async fn ensure_system_account(
+    db: &impl ConnectionTrait,
+    currency: Currency,
+) -> LedgerResult<Uuid> {
     let number = system_account_number(currency);
-    if let Some(a) = account::Entity::find().filter(account::Column::Number.eq(&number)).one(db).await? {
+    if let Some(a) = account::Entity::find()
+        .filter(account::Column::Number.eq(&number))
+        .one(db)
+        .await?
+    {
         return Ok(a.id);
     }
     let t = now();
@@ -66,7 +75,11 @@ pub async fn ensure_system_account(db: &impl ConnectionTrait, currency: Currency
         created_at: Set(t),
         updated_at: Set(t),
     })
-    .on_conflict(OnConflict::column(account::Column::Number).do_nothing().to_owned())
+    .on_conflict(
+        OnConflict::column(account::Column::Number)
+            .do_nothing()
+            .to_owned(),
+    )
     .exec_without_returning(db)
     .await?;
     account::Entity::find()
@@ -88,7 +101,9 @@ pub async fn open(
     let currency = Currency::parse(currency)?;
     let name = match name.map(str::trim) {
         Some(n) if n.chars().count() > 100 => {
-            return Err(LedgerError::bad_input("account name is at most 100 characters"));
+            return Err(LedgerError::bad_input(
+                "account name is at most 100 characters",
+            ));
         }
         Some("") | None => None,
         Some(n) => Some(n.to_owned()),
@@ -121,12 +136,21 @@ pub async fn open(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(LedgerError::internal("could not allocate an account number"))
+    Err(LedgerError::internal(
+        "could not allocate an account number",
+    ))
 }
 
 /// The account if the viewer may see it: its owner, or any admin.
-pub async fn get_for_viewer(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> LedgerResult<account::Model> {
-    let a = account::Entity::find_by_id(id).one(db).await?.ok_or(LedgerError::NotFound("account"))?;
+pub async fn get_for_viewer(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    id: Uuid,
+) -> LedgerResult<account::Model> {
+    let a = account::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(LedgerError::NotFound("account"))?;
     if viewer.is_admin() || a.owner_id == Some(viewer.user_id) {
         Ok(a)
     } else {
@@ -135,7 +159,10 @@ pub async fn get_for_viewer(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid
 }
 
 /// A customer account by its number (system accounts are not addressable).
-pub async fn find_by_number(db: &impl ConnectionTrait, number: &AccountNumber) -> LedgerResult<account::Model> {
+pub async fn find_by_number(
+    db: &impl ConnectionTrait,
+    number: &AccountNumber,
+) -> LedgerResult<account::Model> {
     account::Entity::find()
         .filter(account::Column::Number.eq(number.as_str()))
         .filter(account::Column::IsSystem.eq(false))
@@ -161,19 +188,32 @@ pub async fn list(
 }
 
 pub async fn by_ids(db: &impl ConnectionTrait, ids: &[Uuid]) -> LedgerResult<Vec<account::Model>> {
-    Ok(account::Entity::find().filter(account::Column::Id.is_in(ids.to_vec())).all(db).await?)
+    Ok(account::Entity::find()
+        .filter(account::Column::Id.is_in(ids.to_vec()))
+        .all(db)
+        .await?)
 }
 
 /// Closes an account that holds no money and has nothing in flight.
-pub async fn close(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> LedgerResult<account::Model> {
+pub async fn close(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: Uuid,
+) -> LedgerResult<account::Model> {
     let txn = begin_write(db).await?;
     let a = get_for_viewer(&txn, viewer, id).await?;
-    let a = account::Entity::find_by_id(a.id).lock_exclusive().one(&txn).await?.ok_or(LedgerError::NotFound("account"))?;
+    let a = account::Entity::find_by_id(a.id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(LedgerError::NotFound("account"))?;
     if a.status == CLOSED {
         return Ok(a);
     }
     if a.balance_minor != 0 || a.held_minor != 0 {
-        return Err(LedgerError::bad_input("only an account with a zero balance can be closed"));
+        return Err(LedgerError::bad_input(
+            "only an account with a zero balance can be closed",
+        ));
     }
     let pending = transfer::Entity::find()
         .filter(transfer::Column::Status.eq(crate::transfers::PENDING))
@@ -185,7 +225,9 @@ pub async fn close(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Ledger
         .count(&txn)
         .await?;
     if pending > 0 {
-        return Err(LedgerError::bad_input("the account has a pending transfer; try again once it settles"));
+        return Err(LedgerError::bad_input(
+            "the account has a pending transfer; try again once it settles",
+        ));
     }
     let mut am: account::ActiveModel = a.into();
     am.status = Set(CLOSED.into());
@@ -196,7 +238,10 @@ pub async fn close(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Ledger
 }
 
 /// Full names of the given users, for showing account holders.
-pub async fn holder_names(db: &impl ConnectionTrait, user_ids: &[Uuid]) -> LedgerResult<std::collections::HashMap<Uuid, String>> {
+pub async fn holder_names(
+    db: &impl ConnectionTrait,
+    user_ids: &[Uuid],
+) -> LedgerResult<std::collections::HashMap<Uuid, String>> {
     let rows: Vec<(Uuid, String)> = entity::user::Entity::find()
         .filter(entity::user::Column::Id.is_in(user_ids.to_vec()))
         .select_only()

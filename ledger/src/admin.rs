@@ -73,14 +73,33 @@ async fn set_status(
             (
                 "ACCOUNT_FROZEN",
                 format!("Your account {} was frozen", a.number),
-                format!("Your account {} was frozen: it can neither send nor receive money until it is unfrozen.\nReason: {}\nContact support if you did not expect this.\n", a.number, reason.unwrap_or("-")),
+                format!(
+                    "Your account {} was frozen: it can neither send nor receive money until it is unfrozen.\nReason: {}\nContact support if you did not expect this.\n",
+                    a.number,
+                    reason.unwrap_or("-")
+                ),
             )
         } else {
-            ("ACCOUNT_UNFROZEN", format!("Your account {} is active again", a.number), format!("Your account {} was unfrozen and can send and receive money again.\n", a.number))
+            (
+                "ACCOUNT_UNFROZEN",
+                format!("Your account {} is active again", a.number),
+                format!(
+                    "Your account {} was unfrozen and can send and receive money again.\n",
+                    a.number
+                ),
+            )
         };
-        let key = format!("account:{}:{}:{}", a.id, kind, a.updated_at.timestamp_micros());
+        let key = format!(
+            "account:{}:{}:{}",
+            a.id,
+            kind,
+            a.updated_at.timestamp_micros()
+        );
         if let Some(n) = crate::notify::record(&txn, owner, kind, &subject, &body, &key).await? {
-            events.push(crate::events::LedgerEvent::Notification { user_id: owner, notification_id: n });
+            events.push(crate::events::LedgerEvent::Notification {
+                user_id: owner,
+                notification_id: n,
+            });
         }
     }
     txn.commit().await?;
@@ -88,16 +107,30 @@ async fn set_status(
 }
 
 /// Freezes an account and notifies its owner; returns events to publish.
-pub async fn freeze(db: &DatabaseConnection, admin: &Viewer, id: Uuid, reason: &str) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
+pub async fn freeze(
+    db: &DatabaseConnection,
+    admin: &Viewer,
+    id: Uuid,
+    reason: &str,
+) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
     let reason = require_reason(reason)?;
     set_status(db, admin, id, FROZEN, "FREEZE_ACCOUNT", Some(reason)).await
 }
 
-pub async fn unfreeze(db: &DatabaseConnection, admin: &Viewer, id: Uuid) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
+pub async fn unfreeze(
+    db: &DatabaseConnection,
+    admin: &Viewer,
+    id: Uuid,
+) -> LedgerResult<(account::Model, Vec<crate::events::LedgerEvent>)> {
     set_status(db, admin, id, ACTIVE, "UNFREEZE_ACCOUNT", None).await
 }
 
-pub async fn change_kind(db: &DatabaseConnection, admin: &Viewer, id: Uuid, kind: &str) -> LedgerResult<account::Model> {
+pub async fn change_kind(
+    db: &DatabaseConnection,
+    admin: &Viewer,
+    id: Uuid,
+    kind: &str,
+) -> LedgerResult<account::Model> {
     admin.require_admin()?;
     let kind = crate::accounts::parse_kind(kind)?;
     let txn = begin_write(db).await?;
@@ -115,10 +148,19 @@ pub async fn change_kind(db: &DatabaseConnection, admin: &Viewer, id: Uuid, kind
     Ok(a)
 }
 
-pub async fn set_role(db: &DatabaseConnection, admin: &Viewer, user_id: Uuid, role: Role) -> LedgerResult<user::Model> {
+pub async fn set_role(
+    db: &DatabaseConnection,
+    admin: &Viewer,
+    user_id: Uuid,
+    role: Role,
+) -> LedgerResult<user::Model> {
     admin.require_admin()?;
     let txn = begin_write(db).await?;
-    let u = user::Entity::find_by_id(user_id).lock_exclusive().one(&txn).await?.ok_or(LedgerError::NotFound("user"))?;
+    let u = user::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(LedgerError::NotFound("user"))?;
     if u.role == Role::Admin.as_str() && role == Role::Customer {
         // Lock every admin row so two admins demoting each other at once
         // are serialised and the second sees the first's change.
@@ -129,7 +171,9 @@ pub async fn set_role(db: &DatabaseConnection, admin: &Viewer, user_id: Uuid, ro
             .await?
             .len();
         if admins <= 1 {
-            return Err(LedgerError::bad_input("the last administrator cannot be demoted"));
+            return Err(LedgerError::bad_input(
+                "the last administrator cannot be demoted",
+            ));
         }
     }
     let version = u.token_version + 1;
@@ -138,27 +182,57 @@ pub async fn set_role(db: &DatabaseConnection, admin: &Viewer, user_id: Uuid, ro
     // Tokens carry the role: revoke the old ones so the change applies at once.
     am.token_version = Set(version);
     let u = am.update(&txn).await?;
-    audit(&txn, admin, "SET_USER_ROLE", Some(user_id), Some(role.as_str())).await?;
+    audit(
+        &txn,
+        admin,
+        "SET_USER_ROLE",
+        Some(user_id),
+        Some(role.as_str()),
+    )
+    .await?;
     txn.commit().await?;
     Ok(u)
 }
 
-pub async fn users(db: &impl ConnectionTrait, search: Option<&str>, page: PageRequest) -> LedgerResult<Page<user::Model>> {
+pub async fn users(
+    db: &impl ConnectionTrait,
+    search: Option<&str>,
+    page: PageRequest,
+) -> LedgerResult<Page<user::Model>> {
     let mut q = user::Entity::find();
     if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
         // Escape LIKE wildcards so a search for "a_b" means exactly that.
-        let escaped = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = s
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         let pattern = sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\');
         q = q.filter(
             Condition::any()
                 .add(user::Column::Email.like(pattern.clone()))
-                .add(sea_orm::sea_query::Expr::expr(sea_orm::sea_query::Func::lower(sea_orm::sea_query::Expr::col(user::Column::FullName))).like(pattern)),
+                .add(
+                    sea_orm::sea_query::Expr::expr(sea_orm::sea_query::Func::lower(
+                        sea_orm::sea_query::Expr::col(user::Column::FullName),
+                    ))
+                    .like(pattern),
+                ),
         );
     }
     crate::page::fetch(db, q, user::Column::CreatedAt, user::Column::Id, page).await
 }
 
-pub async fn audit_log(db: &impl ConnectionTrait, page: PageRequest) -> LedgerResult<Page<audit_entry::Model>> {
+pub async fn audit_log(
+    db: &impl ConnectionTrait,
+    page: PageRequest,
+) -> LedgerResult<Page<audit_entry::Model>> {
     let q = audit_entry::Entity::find();
-    crate::page::fetch(db, q, audit_entry::Column::CreatedAt, audit_entry::Column::Id, page).await
+    crate::page::fetch(
+        db,
+        q,
+        audit_entry::Column::CreatedAt,
+        audit_entry::Column::Id,
+        page,
+    )
+    .await
 }

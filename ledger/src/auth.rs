@@ -99,7 +99,9 @@ pub async fn hash_password(password: String) -> LedgerResult<String> {
 
 pub async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok()
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
     })
     .await
     .unwrap_or(false)
@@ -176,9 +178,18 @@ pub async fn authenticate_until(
         .await?
         .ok_or_else(|| LedgerError::Unauthenticated("invalid or expired access token".into()))?;
     if u.token_version != claims.tv {
-        return Err(LedgerError::Unauthenticated("access token was revoked".into()));
+        return Err(LedgerError::Unauthenticated(
+            "access token was revoked".into(),
+        ));
     }
-    Ok((Viewer { user_id: u.id, role: Role::parse(&u.role), email_verified: u.email_verified }, expires_at))
+    Ok((
+        Viewer {
+            user_id: u.id,
+            role: Role::parse(&u.role),
+            email_verified: u.email_verified,
+        },
+        expires_at,
+    ))
 }
 
 async fn new_session(
@@ -201,7 +212,12 @@ async fn new_session(
     }
     .insert(db)
     .await?;
-    Ok(Session { access_token: issue_access_token(keys, &u)?, refresh_token: refresh, user: u, events: Vec::new() })
+    Ok(Session {
+        access_token: issue_access_token(keys, &u)?,
+        refresh_token: refresh,
+        user: u,
+        events: Vec::new(),
+    })
 }
 
 pub async fn register(
@@ -215,7 +231,11 @@ pub async fn register(
     let email = Email::parse(email)?;
     check_password_policy(password)?;
     let full_name = FullName::parse(full_name)?;
-    if user::Entity::find().filter(user::Column::Email.eq(email.as_str())).one(db).await?.is_some()
+    if user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await?
+        .is_some()
     {
         return Err(LedgerError::EmailTaken);
     }
@@ -233,7 +253,13 @@ pub async fn register(
     }
     .insert(&txn)
     .await
-    .map_err(|e| if is_unique_violation(&e) { LedgerError::EmailTaken } else { e.into() })?;
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            LedgerError::EmailTaken
+        } else {
+            e.into()
+        }
+    })?;
     let verification = issue_verification(&txn, &u, policy).await?;
     let mut session = new_session(&txn, keys, u, Uuid::now_v7()).await?;
     session.events.extend(verification);
@@ -260,7 +286,10 @@ pub async fn issue_verification(
     }
     .insert(db)
     .await?;
-    let link = format!("{}/verify-email?token={token}", policy.public_url.trim_end_matches('/'));
+    let link = format!(
+        "{}/verify-email?token={token}",
+        policy.public_url.trim_end_matches('/')
+    );
     let id = notify::record(
         db,
         u.id,
@@ -273,7 +302,12 @@ pub async fn issue_verification(
         &format!("verification:{}", Uuid::now_v7()),
     )
     .await?;
-    Ok(id.map(|notification_id| crate::events::LedgerEvent::Notification { user_id: u.id, notification_id }))
+    Ok(
+        id.map(|notification_id| crate::events::LedgerEvent::Notification {
+            user_id: u.id,
+            notification_id,
+        }),
+    )
 }
 
 pub async fn login(
@@ -283,10 +317,18 @@ pub async fn login(
     password: &str,
 ) -> LedgerResult<Session> {
     let found = match Email::parse(email) {
-        Ok(e) => user::Entity::find().filter(user::Column::Email.eq(e.as_str())).one(db).await?,
+        Ok(e) => {
+            user::Entity::find()
+                .filter(user::Column::Email.eq(e.as_str()))
+                .one(db)
+                .await?
+        }
         Err(_) => None,
     };
-    let hash = found.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| dummy_hash().into());
+    let hash = found
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().into());
     let ok = verify_password(password.to_owned(), hash).await;
     match found {
         Some(u) if ok => new_session(db, keys, u, Uuid::now_v7()).await,
@@ -315,7 +357,10 @@ pub async fn refresh(
         if row.used_at.is_some() && row.revoked_at.is_none() {
             // A rotated token came back: someone holds a copy. End the family.
             refresh_token::Entity::update_many()
-                .col_expr(refresh_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(t))
+                .col_expr(
+                    refresh_token::Column::RevokedAt,
+                    sea_orm::sea_query::Expr::value(t),
+                )
                 .filter(refresh_token::Column::FamilyId.eq(row.family_id))
                 .filter(refresh_token::Column::RevokedAt.is_null())
                 .exec(&txn)
@@ -328,7 +373,10 @@ pub async fn refresh(
     if row.expires_at < t {
         return Err(refresh_rejected());
     }
-    let u = user::Entity::find_by_id(row.user_id).one(&txn).await?.ok_or_else(refresh_rejected)?;
+    let u = user::Entity::find_by_id(row.user_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(refresh_rejected)?;
     let family = row.family_id;
     let mut used: refresh_token::ActiveModel = row.into();
     used.used_at = Set(Some(t));
@@ -338,9 +386,16 @@ pub async fn refresh(
     Ok(session)
 }
 
-pub async fn logout(db: &DatabaseConnection, viewer: &Viewer, presented: &str) -> LedgerResult<bool> {
+pub async fn logout(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    presented: &str,
+) -> LedgerResult<bool> {
     let res = refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(now()))
+        .col_expr(
+            refresh_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now()),
+        )
         .filter(refresh_token::Column::TokenHash.eq(sha256_hex(presented)))
         .filter(refresh_token::Column::UserId.eq(viewer.user_id))
         .filter(refresh_token::Column::RevokedAt.is_null())
@@ -354,7 +409,10 @@ pub async fn logout(db: &DatabaseConnection, viewer: &Viewer, presented: &str) -
 pub async fn logout_all(db: &DatabaseConnection, viewer: &Viewer) -> LedgerResult<bool> {
     let txn = db.begin().await?;
     refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(now()))
+        .col_expr(
+            refresh_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now()),
+        )
         .filter(refresh_token::Column::UserId.eq(viewer.user_id))
         .filter(refresh_token::Column::RevokedAt.is_null())
         .exec(&txn)
@@ -362,7 +420,10 @@ pub async fn logout_all(db: &DatabaseConnection, viewer: &Viewer) -> LedgerResul
     user::Entity::update_many()
         .col_expr(
             user::Column::TokenVersion,
-            sea_orm::sea_query::ExprTrait::add(sea_orm::sea_query::Expr::col(user::Column::TokenVersion), 1),
+            sea_orm::sea_query::ExprTrait::add(
+                sea_orm::sea_query::Expr::col(user::Column::TokenVersion),
+                1,
+            ),
         )
         .filter(user::Column::Id.eq(viewer.user_id))
         .exec(&txn)
@@ -373,7 +434,8 @@ pub async fn logout_all(db: &DatabaseConnection, viewer: &Viewer) -> LedgerResul
 
 pub async fn verify_email(db: &DatabaseConnection, token: &str) -> LedgerResult<user::Model> {
     let txn = crate::db::begin_write(db).await?;
-    let invalid = || LedgerError::bad_input("verification token is invalid, expired or already used");
+    let invalid =
+        || LedgerError::bad_input("verification token is invalid, expired or already used");
     let row = email_verification::Entity::find()
         .filter(email_verification::Column::TokenHash.eq(sha256_hex(token.trim())))
         .lock_exclusive()
@@ -387,7 +449,10 @@ pub async fn verify_email(db: &DatabaseConnection, token: &str) -> LedgerResult<
     let mut used: email_verification::ActiveModel = row.into();
     used.used_at = Set(Some(now()));
     used.update(&txn).await?;
-    let u = user::Entity::find_by_id(user_id).one(&txn).await?.ok_or_else(invalid)?;
+    let u = user::Entity::find_by_id(user_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(invalid)?;
     let mut am: user::ActiveModel = u.into();
     am.email_verified = Set(true);
     let u = am.update(&txn).await?;
@@ -400,7 +465,10 @@ pub async fn resend_verification(
     viewer: &Viewer,
     policy: &IdentityPolicy,
 ) -> LedgerResult<Option<crate::events::LedgerEvent>> {
-    let u = user::Entity::find_by_id(viewer.user_id).one(db).await?.ok_or(LedgerError::NotFound("user"))?;
+    let u = user::Entity::find_by_id(viewer.user_id)
+        .one(db)
+        .await?
+        .ok_or(LedgerError::NotFound("user"))?;
     if u.email_verified {
         return Ok(None);
     }
@@ -417,10 +485,19 @@ pub async fn resend_verification(
 }
 
 /// Creates the configured administrator if no user has that email yet.
-pub async fn bootstrap_admin(db: &DatabaseConnection, email: &str, password: &str) -> LedgerResult<()> {
+pub async fn bootstrap_admin(
+    db: &DatabaseConnection,
+    email: &str,
+    password: &str,
+) -> LedgerResult<()> {
     let email = Email::parse(email)?;
     check_password_policy(password)?;
-    if user::Entity::find().filter(user::Column::Email.eq(email.as_str())).one(db).await?.is_some() {
+    if user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let hash = hash_password(password.to_owned()).await?;
@@ -455,7 +532,12 @@ pub async fn stored_jwt_secret(db: &DatabaseConnection) -> LedgerResult<String> 
         return Ok(s.value);
     }
     let secret = format!("{}{}", random_token(), random_token());
-    let res = setting::ActiveModel { key: Set(KEY.into()), value: Set(secret.clone()) }.insert(db).await;
+    let res = setting::ActiveModel {
+        key: Set(KEY.into()),
+        value: Set(secret.clone()),
+    }
+    .insert(db)
+    .await;
     match res {
         Ok(_) => Ok(secret),
         Err(e) if is_unique_violation(&e) => Ok(setting::Entity::find_by_id(KEY.to_owned())
@@ -514,8 +596,12 @@ mod tests {
 
     #[test]
     fn password_hash_verifies_only_the_right_password() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let h = rt.block_on(hash_password("correct horse battery".into())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let h = rt
+            .block_on(hash_password("correct horse battery".into()))
+            .unwrap();
         assert!(h.starts_with("$argon2id$"));
         assert!(rt.block_on(verify_password("correct horse battery".into(), h.clone())));
         assert!(!rt.block_on(verify_password("wrong horse battery".into(), h)));

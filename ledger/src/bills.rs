@@ -54,7 +54,12 @@ pub enum ProviderError {
 
 fn http() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| reqwest::Client::builder().timeout(PROVIDER_TIMEOUT).build().unwrap_or_default())
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(PROVIDER_TIMEOUT)
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 fn url(base: &str, path: &str) -> String {
@@ -62,13 +67,18 @@ fn url(base: &str, path: &str) -> String {
 }
 
 fn segment(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 /// `GET /customers/{n}`: the customer's name, or NotFound.
 pub async fn check_customer(base: &str, customer_number: &str) -> Result<String, ProviderError> {
     let res = http()
-        .get(url(base, &format!("/customers/{}", segment(customer_number))))
+        .get(url(
+            base,
+            &format!("/customers/{}", segment(customer_number)),
+        ))
         .send()
         .await
         .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
@@ -78,7 +88,10 @@ pub async fn check_customer(base: &str, customer_number: &str) -> Result<String,
             struct Customer {
                 name: String,
             }
-            res.json::<Customer>().await.map(|c| c.name).map_err(|e| ProviderError::Rejected(e.to_string()))
+            res.json::<Customer>()
+                .await
+                .map(|c| c.name)
+                .map_err(|e| ProviderError::Rejected(e.to_string()))
         }
         404 => Err(ProviderError::NotFound),
         s if s >= 500 => Err(ProviderError::Unavailable(format!("status {s}"))),
@@ -87,14 +100,23 @@ pub async fn check_customer(base: &str, customer_number: &str) -> Result<String,
 }
 
 /// `GET /customers/{n}/bills`.
-pub async fn fetch_bills(base: &str, customer_number: &str) -> Result<Vec<ProviderBill>, ProviderError> {
+pub async fn fetch_bills(
+    base: &str,
+    customer_number: &str,
+) -> Result<Vec<ProviderBill>, ProviderError> {
     let res = http()
-        .get(url(base, &format!("/customers/{}/bills", segment(customer_number))))
+        .get(url(
+            base,
+            &format!("/customers/{}/bills", segment(customer_number)),
+        ))
         .send()
         .await
         .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
     match res.status().as_u16() {
-        200 => res.json::<Vec<ProviderBill>>().await.map_err(|e| ProviderError::Rejected(e.to_string())),
+        200 => res
+            .json::<Vec<ProviderBill>>()
+            .await
+            .map_err(|e| ProviderError::Rejected(e.to_string())),
         404 => Err(ProviderError::NotFound),
         s if s >= 500 => Err(ProviderError::Unavailable(format!("status {s}"))),
         s => Err(ProviderError::Rejected(format!("status {s}"))),
@@ -103,14 +125,20 @@ pub async fn fetch_bills(base: &str, customer_number: &str) -> Result<Vec<Provid
 
 /// `POST /payments`; a repeated `paymentId` is answered 200 by the provider.
 pub async fn report_payment(base: &str, p: &bill_payment::Model) -> Result<(), ProviderError> {
-    let currency = Currency::parse(&p.currency).map_err(|e| ProviderError::Rejected(e.to_string()))?;
+    let currency =
+        Currency::parse(&p.currency).map_err(|e| ProviderError::Rejected(e.to_string()))?;
     let body = serde_json::json!({
         "paymentId": p.id.to_string(),
         "reference": p.reference,
         "amount": Amount::from_minor(p.amount_minor).format(currency),
         "currency": p.currency,
     });
-    let res = http().post(url(base, "/payments")).json(&body).send().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    let res = http()
+        .post(url(base, "/payments"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
     match res.status().as_u16() {
         200 | 201 => Ok(()),
         s if s >= 500 => Err(ProviderError::Unavailable(format!("status {s}"))),
@@ -129,7 +157,9 @@ pub async fn create_provider(
     admin.require_admin()?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(LedgerError::bad_input("provider name must be 1 to 100 characters"));
+        return Err(LedgerError::bad_input(
+            "provider name must be 1 to 100 characters",
+        ));
     }
     if !KINDS.contains(&kind) {
         return Err(LedgerError::bad_input("unknown utility kind"));
@@ -170,17 +200,33 @@ pub async fn create_provider(
     }
     .insert(&txn)
     .await?;
-    crate::admin::audit(&txn, admin, "CREATE_UTILITY_PROVIDER", Some(p.id), Some(name)).await?;
+    crate::admin::audit(
+        &txn,
+        admin,
+        "CREATE_UTILITY_PROVIDER",
+        Some(p.id),
+        Some(name),
+    )
+    .await?;
     txn.commit().await?;
     Ok(p)
 }
 
 pub async fn providers(db: &impl ConnectionTrait) -> LedgerResult<Vec<utility_provider::Model>> {
-    Ok(utility_provider::Entity::find().order_by_asc(utility_provider::Column::Name).all(db).await?)
+    Ok(utility_provider::Entity::find()
+        .order_by_asc(utility_provider::Column::Name)
+        .all(db)
+        .await?)
 }
 
-pub async fn provider(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<utility_provider::Model> {
-    utility_provider::Entity::find_by_id(id).one(db).await?.ok_or(LedgerError::NotFound("provider"))
+pub async fn provider(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> LedgerResult<utility_provider::Model> {
+    utility_provider::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(LedgerError::NotFound("provider"))
 }
 
 /// Links a customer number after the provider confirmed it.
@@ -193,9 +239,14 @@ pub async fn link(
 ) -> LedgerResult<utility_link::Model> {
     let number = customer_number.trim();
     if number.is_empty() || number.len() > 64 || segment(number) != number {
-        return Err(LedgerError::bad_input("customerNumber must be 1 to 64 letters, digits, '-' or '_'"));
+        return Err(LedgerError::bad_input(
+            "customerNumber must be 1 to 64 letters, digits, '-' or '_'",
+        ));
     }
-    let nickname = nickname.map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
+    let nickname = nickname
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
     if nickname.as_ref().is_some_and(|n| n.chars().count() > 100) {
         return Err(LedgerError::bad_input("nickname is at most 100 characters"));
     }
@@ -208,7 +259,9 @@ pub async fn link(
         .one(db)
         .await?;
     if existing.is_some() {
-        return Err(LedgerError::bad_input("this customer number is already linked"));
+        return Err(LedgerError::bad_input(
+            "this customer number is already linked",
+        ));
     }
     match check_customer(&p.api_base_url, number).await {
         Ok(_) => {}
@@ -230,7 +283,9 @@ pub async fn link(
     .await;
     match res {
         Ok(l) => Ok(l),
-        Err(e) if is_unique_violation(&e) => Err(LedgerError::bad_input("this customer number is already linked")),
+        Err(e) if is_unique_violation(&e) => Err(LedgerError::bad_input(
+            "this customer number is already linked",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -247,7 +302,10 @@ pub async fn unlink(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Led
     Ok(true)
 }
 
-pub async fn links(db: &impl ConnectionTrait, user_id: Uuid) -> LedgerResult<Vec<utility_link::Model>> {
+pub async fn links(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> LedgerResult<Vec<utility_link::Model>> {
     Ok(utility_link::Entity::find()
         .filter(utility_link::Column::UserId.eq(user_id))
         .order_by_asc(utility_link::Column::CreatedAt)
@@ -259,7 +317,10 @@ pub async fn all_links(db: &impl ConnectionTrait) -> LedgerResult<Vec<utility_li
     Ok(utility_link::Entity::find().all(db).await?)
 }
 
-pub async fn link_by_id(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<Option<utility_link::Model>> {
+pub async fn link_by_id(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> LedgerResult<Option<utility_link::Model>> {
     Ok(utility_link::Entity::find_by_id(id).one(db).await?)
 }
 
@@ -272,7 +333,8 @@ pub fn parse_bill_id(id: &str) -> LedgerResult<(Uuid, String)> {
     let nf = || LedgerError::NotFound("bill");
     let (link, reference) = id.split_once('.').ok_or_else(nf)?;
     let link = Uuid::parse_str(link).map_err(|_| nf())?;
-    let reference = String::from_utf8(hex::decode(reference).map_err(|_| nf())?).map_err(|_| nf())?;
+    let reference =
+        String::from_utf8(hex::decode(reference).map_err(|_| nf())?).map_err(|_| nf())?;
     Ok((link, reference))
 }
 
@@ -281,7 +343,10 @@ pub async fn payments_for(
     db: &impl ConnectionTrait,
     provider_ids: &[Uuid],
 ) -> LedgerResult<Vec<bill_payment::Model>> {
-    Ok(bill_payment::Entity::find().filter(bill_payment::Column::ProviderId.is_in(provider_ids.to_vec())).all(db).await?)
+    Ok(bill_payment::Entity::find()
+        .filter(bill_payment::Column::ProviderId.is_in(provider_ids.to_vec()))
+        .all(db)
+        .await?)
 }
 
 /// UNPAID, PROCESSING (paid here, not yet reported) or PAID.
@@ -318,7 +383,11 @@ pub async fn resolve_bill(
     let bill = cached(link.id)
         .and_then(|c| c.bills.into_iter().find(|b| b.reference == reference))
         .ok_or(LedgerError::NotFound("bill"))?;
-    Ok(BillToPay { link, provider, bill })
+    Ok(BillToPay {
+        link,
+        provider,
+        bill,
+    })
 }
 
 /// Whether this bill already has a payment (settled, in flight or reported).
@@ -357,15 +426,25 @@ pub async fn record_payment(
     .await;
     match res {
         Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Err(LedgerError::bad_input("this bill is already paid or being paid")),
+        Err(e) if is_unique_violation(&e) => Err(LedgerError::bad_input(
+            "this bill is already paid or being paid",
+        )),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Called by settlement, in its transaction: a settled payment becomes due
 /// for reporting; a failed one frees the bill to be paid again.
-pub async fn on_settled(txn: &impl ConnectionTrait, transfer_id: Uuid, completed: bool) -> LedgerResult<Option<bill_payment::Model>> {
-    let Some(p) = bill_payment::Entity::find().filter(bill_payment::Column::TransferId.eq(transfer_id)).one(txn).await? else {
+pub async fn on_settled(
+    txn: &impl ConnectionTrait,
+    transfer_id: Uuid,
+    completed: bool,
+) -> LedgerResult<Option<bill_payment::Model>> {
+    let Some(p) = bill_payment::Entity::find()
+        .filter(bill_payment::Column::TransferId.eq(transfer_id))
+        .one(txn)
+        .await?
+    else {
         return Ok(None);
     };
     if completed {
@@ -378,14 +457,20 @@ pub async fn on_settled(txn: &impl ConnectionTrait, transfer_id: Uuid, completed
     }
 }
 
-pub async fn payment(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<Option<bill_payment::Model>> {
+pub async fn payment(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> LedgerResult<Option<bill_payment::Model>> {
     Ok(bill_payment::Entity::find_by_id(id).one(db).await?)
 }
 
 pub async fn mark_reported(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<()> {
     bill_payment::Entity::update_many()
         .col_expr(bill_payment::Column::ReportedAt, Expr::value(now()))
-        .col_expr(bill_payment::Column::NextReportAt, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
+        .col_expr(
+            bill_payment::Column::NextReportAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
         .filter(bill_payment::Column::Id.eq(id))
         .exec(db)
         .await?;
@@ -394,13 +479,23 @@ pub async fn mark_reported(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<
 
 /// Schedules the next report attempt: 2 s doubling to 5 min, forever —
 /// the money has moved, so the provider must eventually hear of it.
-pub async fn report_failed(db: &impl ConnectionTrait, p: &bill_payment::Model, error: &str) -> LedgerResult<()> {
+pub async fn report_failed(
+    db: &impl ConnectionTrait,
+    p: &bill_payment::Model,
+    error: &str,
+) -> LedgerResult<()> {
     let attempts = p.report_attempts + 1;
     let delay = (2i64 << (attempts.clamp(1, 12) - 1)).min(300);
     bill_payment::Entity::update_many()
         .col_expr(bill_payment::Column::ReportAttempts, Expr::value(attempts))
-        .col_expr(bill_payment::Column::NextReportAt, Expr::value(now() + chrono::Duration::seconds(delay)))
-        .col_expr(bill_payment::Column::LastError, Expr::value(error.chars().take(300).collect::<String>()))
+        .col_expr(
+            bill_payment::Column::NextReportAt,
+            Expr::value(now() + chrono::Duration::seconds(delay)),
+        )
+        .col_expr(
+            bill_payment::Column::LastError,
+            Expr::value(error.chars().take(300).collect::<String>()),
+        )
         .filter(bill_payment::Column::Id.eq(p.id))
         .exec(db)
         .await?;
@@ -422,7 +517,10 @@ pub async fn claim_due_reports(db: &DatabaseConnection, limit: u64) -> LedgerRes
         .await?;
     if !ids.is_empty() {
         bill_payment::Entity::update_many()
-            .col_expr(bill_payment::Column::NextReportAt, Expr::value(t + chrono::Duration::seconds(60)))
+            .col_expr(
+                bill_payment::Column::NextReportAt,
+                Expr::value(t + chrono::Duration::seconds(60)),
+            )
             .filter(bill_payment::Column::Id.is_in(ids.clone()))
             .exec(&txn)
             .await?;
@@ -439,7 +537,10 @@ mod tests {
     fn bill_ids_round_trip_and_garbage_is_not_found() {
         let link = Uuid::new_v4();
         let id = bill_id(link, "ELEC-2026/11 #3");
-        assert_eq!(parse_bill_id(&id).unwrap(), (link, "ELEC-2026/11 #3".to_string()));
+        assert_eq!(
+            parse_bill_id(&id).unwrap(),
+            (link, "ELEC-2026/11 #3".to_string())
+        );
         assert_eq!(parse_bill_id("nope").unwrap_err().code(), "NOT_FOUND");
     }
 

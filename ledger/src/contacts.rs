@@ -1,6 +1,8 @@
 //! Saved payees: a name for a checked account number.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
 use uuid::Uuid;
 
 use entity::contact;
@@ -9,10 +11,17 @@ use crate::account_number::AccountNumber;
 use crate::db::now;
 use crate::{LedgerError, LedgerResult, Viewer};
 
-pub async fn add(db: &impl ConnectionTrait, viewer: &Viewer, name: &str, number: &str) -> LedgerResult<contact::Model> {
+pub async fn add(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    name: &str,
+    number: &str,
+) -> LedgerResult<contact::Model> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(LedgerError::bad_input("contact name must be 1 to 100 characters"));
+        return Err(LedgerError::bad_input(
+            "contact name must be 1 to 100 characters",
+        ));
     }
     let number = AccountNumber::parse(number)?;
     // Confirmation of payee: the number must belong to an account.

@@ -1,8 +1,8 @@
 //! Transaction helpers that hide the differences between PostgreSQL and SQLite.
 
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr, TransactionOptions,
-    TransactionTrait, SqliteTransactionMode,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 
 /// Begins a transaction that will write.

@@ -34,9 +34,17 @@ pub struct TransferChanged {
 pub enum LedgerEvent {
     Balance(BalanceChanged),
     Transfer(TransferChanged),
-    Notification { user_id: Uuid, notification_id: Uuid },
+    Notification {
+        user_id: Uuid,
+        notification_id: Uuid,
+    },
     /// A bill payment settled: report it to the provider.
-    BillPaymentSettled { payment_id: Uuid, user_id: Uuid },
+    BillPaymentSettled {
+        payment_id: Uuid,
+        user_id: Uuid,
+    },
     /// The user's bills changed (refreshed, paid, reported).
-    BillsChanged { user_id: Uuid },
+    BillsChanged {
+        user_id: Uuid,
+    },
 }

@@ -16,8 +16,8 @@
 pub mod account_number;
 pub mod accounts;
 pub mod admin;
-pub mod bills;
 pub mod auth;
+pub mod bills;
 pub mod contacts;
 pub mod db;
 pub mod email;
@@ -50,7 +50,9 @@ impl Viewer {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(LedgerError::Forbidden("this operation is for administrators".into()))
+            Err(LedgerError::Forbidden(
+                "this operation is for administrators".into(),
+            ))
         }
     }
 }
@@ -70,6 +72,10 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Role {
-        if s == "ADMIN" { Role::Admin } else { Role::Customer }
+        if s == "ADMIN" {
+            Role::Admin
+        } else {
+            Role::Customer
+        }
     }
 }

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use chrono::Duration;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -48,7 +48,11 @@ impl Default for RetryPolicy {
     /// enough to ride out a mail provider's bad day, short enough that a
     /// customer is not surprised by a day-old email.
     fn default() -> Self {
-        RetryPolicy { base_secs: 30, cap_secs: 4 * 3600, attempts_max: 14 }
+        RetryPolicy {
+            base_secs: 30,
+            cap_secs: 4 * 3600,
+            attempts_max: 14,
+        }
     }
 }
 
@@ -57,7 +61,10 @@ impl RetryPolicy {
     /// so that a recovering mail server is not hit by every retry at once.
     pub fn backoff_secs(&self, attempts: i32, jitter: f64) -> i64 {
         let exp = (attempts.max(1) - 1).min(30) as u32;
-        let raw = self.base_secs.saturating_mul(1i64 << exp.min(20)).min(self.cap_secs);
+        let raw = self
+            .base_secs
+            .saturating_mul(1i64 << exp.min(20))
+            .min(self.cap_secs);
         let factor = 1.0 + (jitter.clamp(0.0, 1.0) - 0.5) * 0.4;
         ((raw as f64) * factor).round().max(1.0) as i64
     }
@@ -123,10 +130,16 @@ pub async fn record(
 /// jobs for the same notification — a redelivered job, a sweep's duplicate —
 /// wins the claim, so an email is sent once unless a worker dies between
 /// the mail server's OK and recording it.
-pub async fn claim_for_send(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<Option<(notification::Model, String)>> {
+pub async fn claim_for_send(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> LedgerResult<Option<(notification::Model, String)>> {
     let claimed = notification::Entity::update_many()
         .col_expr(notification::Column::EmailStatus, Expr::value(SENDING))
-        .col_expr(notification::Column::NextAttemptAt, Expr::value(now() + Duration::seconds(ATTEMPT_LEASE_SECS)))
+        .col_expr(
+            notification::Column::NextAttemptAt,
+            Expr::value(now() + Duration::seconds(ATTEMPT_LEASE_SECS)),
+        )
         .filter(notification::Column::Id.eq(id))
         .filter(notification::Column::EmailStatus.eq(QUEUED))
         .exec(db)
@@ -134,17 +147,30 @@ pub async fn claim_for_send(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult
     if claimed.rows_affected == 0 {
         return Ok(None);
     }
-    let Some(n) = notification::Entity::find_by_id(id).one(db).await? else { return Ok(None) };
-    let Some(u) = user::Entity::find_by_id(n.user_id).one(db).await? else { return Ok(None) };
+    let Some(n) = notification::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    let Some(u) = user::Entity::find_by_id(n.user_id).one(db).await? else {
+        return Ok(None);
+    };
     Ok(Some((n, u.email)))
 }
 
 pub async fn mark_sent(db: &impl ConnectionTrait, id: Uuid) -> LedgerResult<()> {
     notification::Entity::update_many()
         .col_expr(notification::Column::EmailStatus, Expr::value(SENT))
-        .col_expr(notification::Column::EmailAttempts, sea_orm::sea_query::ExprTrait::add(Expr::col(notification::Column::EmailAttempts), 1))
-        .col_expr(notification::Column::NextAttemptAt, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
-        .col_expr(notification::Column::LastError, Expr::value(Option::<String>::None))
+        .col_expr(
+            notification::Column::EmailAttempts,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(notification::Column::EmailAttempts), 1),
+        )
+        .col_expr(
+            notification::Column::NextAttemptAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .col_expr(
+            notification::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
         .filter(notification::Column::Id.eq(id))
         .exec(db)
         .await?;
@@ -162,7 +188,11 @@ pub async fn mark_attempt_failed(
     policy: RetryPolicy,
 ) -> LedgerResult<&'static str> {
     let txn = db.begin().await?;
-    let Some(n) = notification::Entity::find_by_id(id).lock_exclusive().one(&txn).await? else {
+    let Some(n) = notification::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+    else {
         return Ok(FAILED);
     };
     let attempts = n.email_attempts + 1;
@@ -172,7 +202,8 @@ pub async fn mark_attempt_failed(
     am.email_attempts = Set(attempts);
     am.email_status = Set(status.into());
     am.last_error = Set(Some(error.chars().take(500).collect()));
-    am.next_attempt_at = Set((!dead).then(|| now() + Duration::seconds(policy.backoff_secs(attempts, rand::random::<f64>()))));
+    am.next_attempt_at = Set((!dead)
+        .then(|| now() + Duration::seconds(policy.backoff_secs(attempts, rand::random::<f64>()))));
     am.update(&txn).await?;
     txn.commit().await?;
     Ok(status)
@@ -196,7 +227,10 @@ pub async fn claim_due_emails(db: &DatabaseConnection, limit: u64) -> LedgerResu
         .await?;
     if !ids.is_empty() {
         notification::Entity::update_many()
-            .col_expr(notification::Column::NextAttemptAt, Expr::value(t + Duration::seconds(ATTEMPT_LEASE_SECS)))
+            .col_expr(
+                notification::Column::NextAttemptAt,
+                Expr::value(t + Duration::seconds(ATTEMPT_LEASE_SECS)),
+            )
             .col_expr(notification::Column::EmailStatus, Expr::value(QUEUED))
             .filter(notification::Column::Id.is_in(ids.clone()))
             .exec(&txn)
@@ -207,15 +241,27 @@ pub async fn claim_due_emails(db: &DatabaseConnection, limit: u64) -> LedgerResu
 }
 
 /// Puts a dead-lettered notification back in the queue (admin action).
-pub async fn retry(db: &DatabaseConnection, admin: &Viewer, id: Uuid) -> LedgerResult<notification::Model> {
+pub async fn retry(
+    db: &DatabaseConnection,
+    admin: &Viewer,
+    id: Uuid,
+) -> LedgerResult<notification::Model> {
     admin.require_admin()?;
     if !email_delivery_enabled() {
-        return Err(LedgerError::bad_input("email delivery is off (SMTP_URL unset)"));
+        return Err(LedgerError::bad_input(
+            "email delivery is off (SMTP_URL unset)",
+        ));
     }
     let txn = crate::db::begin_write(db).await?;
-    let n = notification::Entity::find_by_id(id).lock_exclusive().one(&txn).await?.ok_or(LedgerError::NotFound("notification"))?;
+    let n = notification::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(LedgerError::NotFound("notification"))?;
     if n.email_status != FAILED {
-        return Err(LedgerError::bad_input("only a FAILED notification can be retried"));
+        return Err(LedgerError::bad_input(
+            "only a FAILED notification can be retried",
+        ));
     }
     let mut am: notification::ActiveModel = n.into();
     am.email_status = Set(QUEUED.into());
@@ -228,12 +274,19 @@ pub async fn retry(db: &DatabaseConnection, admin: &Viewer, id: Uuid) -> LedgerR
 }
 
 /// The user's notifications, newest first.
-pub async fn list(db: &impl ConnectionTrait, user_id: Uuid, page: PageRequest) -> LedgerResult<Page<notification::Model>> {
+pub async fn list(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    page: PageRequest,
+) -> LedgerResult<Page<notification::Model>> {
     list_where(db, notification::Column::UserId.eq(user_id), page).await
 }
 
 /// The dead-letter list: notifications whose email could not be delivered.
-pub async fn failed(db: &impl ConnectionTrait, page: PageRequest) -> LedgerResult<Page<notification::Model>> {
+pub async fn failed(
+    db: &impl ConnectionTrait,
+    page: PageRequest,
+) -> LedgerResult<Page<notification::Model>> {
     list_where(db, notification::Column::EmailStatus.eq(FAILED), page).await
 }
 
@@ -243,7 +296,14 @@ async fn list_where(
     page: PageRequest,
 ) -> LedgerResult<Page<notification::Model>> {
     let q = notification::Entity::find().filter(filter);
-    crate::page::fetch(db, q, notification::Column::CreatedAt, notification::Column::Id, page).await
+    crate::page::fetch(
+        db,
+        q,
+        notification::Column::CreatedAt,
+        notification::Column::Id,
+        page,
+    )
+    .await
 }
 
 #[cfg(test)]

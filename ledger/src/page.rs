@@ -19,7 +19,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        hex::encode(format!("{}|{}", self.created_at.timestamp_micros(), self.id))
+        hex::encode(format!(
+            "{}|{}",
+            self.created_at.timestamp_micros(),
+            self.id
+        ))
     }
 
     pub fn decode(s: &str) -> LedgerResult<Cursor> {
@@ -67,7 +71,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trips() {
-        let c = Cursor { created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(), id: Uuid::new_v4() };
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
     }
 
@@ -80,7 +87,10 @@ mod tests {
 
     #[test]
     fn garbage_cursor_is_bad_input() {
-        assert_eq!(PageRequest::parse(None, Some("zz")).unwrap_err().code(), "BAD_USER_INPUT");
+        assert_eq!(
+            PageRequest::parse(None, Some("zz")).unwrap_err().code(),
+            "BAD_USER_INPUT"
+        );
     }
 }
 
@@ -102,13 +112,24 @@ where
     let mut q = query;
     if let Some(c) = page.after {
         q = q.filter(
-            Condition::any()
-                .add(created.lt(c.created_at))
-                .add(Condition::all().add(created.eq(c.created_at)).add(id.lt(c.id))),
+            Condition::any().add(created.lt(c.created_at)).add(
+                Condition::all()
+                    .add(created.eq(c.created_at))
+                    .add(id.lt(c.id)),
+            ),
         );
     }
-    let mut items = q.order_by_desc(created).order_by_desc(id).limit(page.first + 1).all(db).await?;
+    let mut items = q
+        .order_by_desc(created)
+        .order_by_desc(id)
+        .limit(page.first + 1)
+        .all(db)
+        .await?;
     let has_next_page = items.len() as u64 > page.first;
     items.truncate(page.first as usize);
-    Ok(Page { items, has_next_page, total_count })
+    Ok(Page {
+        items,
+        has_next_page,
+        total_count,
+    })
 }

@@ -33,7 +33,11 @@ pub enum Outcome {
 
 /// Decides a pending transfer given the locked accounts. Pure, so the rules
 /// are tested without a database.
-pub fn decide(t: &transfer::Model, source: &account::Model, destination: &account::Model) -> Result<(), &'static str> {
+pub fn decide(
+    t: &transfer::Model,
+    source: &account::Model,
+    destination: &account::Model,
+) -> Result<(), &'static str> {
     for a in [source, destination] {
         if a.is_system {
             continue;
@@ -55,11 +59,21 @@ pub fn decide(t: &transfer::Model, source: &account::Model, destination: &accoun
 }
 
 /// The two ledger legs of a settled transfer; they always sum to zero.
-pub fn postings(t: &transfer::Model, source_id: Uuid, destination_id: Uuid) -> [(&'static str, Uuid, i64); 2] {
-    [("DEBIT", source_id, -t.amount_minor), ("CREDIT", destination_id, t.amount_minor)]
+pub fn postings(
+    t: &transfer::Model,
+    source_id: Uuid,
+    destination_id: Uuid,
+) -> [(&'static str, Uuid, i64); 2] {
+    [
+        ("DEBIT", source_id, -t.amount_minor),
+        ("CREDIT", destination_id, t.amount_minor),
+    ]
 }
 
-pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<(Outcome, Vec<LedgerEvent>)> {
+pub async fn settle(
+    db: &DatabaseConnection,
+    transfer_id: Uuid,
+) -> LedgerResult<(Outcome, Vec<LedgerEvent>)> {
     // Make sure the system account exists before taking locks.
     let Some(peek) = transfer::Entity::find_by_id(transfer_id).one(db).await? else {
         tracing::warn!(transfer.id = %transfer_id, "settlement job for unknown transfer; dropped");
@@ -72,7 +86,11 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
     let system_id = ensure_system_account(db, currency).await?;
 
     let txn = begin_write(db).await?;
-    let Some(t) = transfer::Entity::find_by_id(transfer_id).lock_exclusive().one(&txn).await? else {
+    let Some(t) = transfer::Entity::find_by_id(transfer_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+    else {
         return Ok((Outcome::Skipped, vec![]));
     };
     if t.status != PENDING {
@@ -87,7 +105,13 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
         .lock_exclusive()
         .all(&txn)
         .await?;
-    let find = |id: Uuid| locked.iter().find(|a| a.id == id).cloned().ok_or(LedgerError::internal("account of transfer missing"));
+    let find = |id: Uuid| {
+        locked
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .ok_or(LedgerError::internal("account of transfer missing"))
+    };
     let source = find(source_id)?;
     let destination = find(destination_id)?;
     let t_now = now();
@@ -117,12 +141,20 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
             }
             let src = apply(&txn, source, -t.amount_minor, -t.hold_minor).await?;
             let dst = apply(&txn, destination, t.amount_minor, 0).await?;
-            events.extend([&src, &dst].into_iter().filter(|a| !a.is_system).map(|a| transfers::balance_event(a, Some(t.id))));
+            events.extend(
+                [&src, &dst]
+                    .into_iter()
+                    .filter(|a| !a.is_system)
+                    .map(|a| transfers::balance_event(a, Some(t.id))),
+            );
             events.extend(notify_settled(&txn, &t, &src, &dst, currency).await?);
             if t.kind == transfers::BILL_PAYMENT
                 && let Some(p) = crate::bills::on_settled(&txn, t.id, true).await?
             {
-                events.push(LedgerEvent::BillPaymentSettled { payment_id: p.id, user_id: t.initiated_by });
+                events.push(LedgerEvent::BillPaymentSettled {
+                    payment_id: p.id,
+                    user_id: t.initiated_by,
+                });
             }
             Outcome::Completed
         }
@@ -134,7 +166,9 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
             events.extend(notify_failed(&txn, &t, reason, currency).await?);
             if t.kind == transfers::BILL_PAYMENT {
                 crate::bills::on_settled(&txn, t.id, false).await?;
-                events.push(LedgerEvent::BillsChanged { user_id: t.initiated_by });
+                events.push(LedgerEvent::BillsChanged {
+                    user_id: t.initiated_by,
+                });
             }
             Outcome::Failed(reason)
         }
@@ -157,13 +191,22 @@ pub async fn settle(db: &DatabaseConnection, transfer_id: Uuid) -> LedgerResult<
     let settled = am.update(&txn).await?;
     txn.commit().await?;
     let _ = src_model;
-    events.push(transfers::transfer_event(&settled, Some(&parties.0), Some(&parties.1)));
+    events.push(transfers::transfer_event(
+        &settled,
+        Some(&parties.0),
+        Some(&parties.1),
+    ));
     tracing::info!(transfer.id = %settled.id, transfer.status = %settled.status, "transfer settled");
     Ok((outcome, events))
 }
 
 /// Moves an account's balance and hold, bumping its version.
-async fn apply(txn: &impl ConnectionTrait, a: account::Model, balance_delta: i64, held_delta: i64) -> LedgerResult<account::Model> {
+async fn apply(
+    txn: &impl ConnectionTrait,
+    a: account::Model,
+    balance_delta: i64,
+    held_delta: i64,
+) -> LedgerResult<account::Model> {
     let balance = a.balance_minor + balance_delta;
     let held = a.held_minor + held_delta;
     let version = a.version + 1;
@@ -183,16 +226,35 @@ async fn notify_settled(
     currency: Currency,
 ) -> LedgerResult<Vec<LedgerEvent>> {
     let mut out = Vec::new();
-    let money = format!("{} {}", Amount::from_minor(t.amount_minor).format(currency), currency.code());
+    let money = format!(
+        "{} {}",
+        Amount::from_minor(t.amount_minor).format(currency),
+        currency.code()
+    );
     let key = format!("transfer:{}:completed", t.id);
     if let Some(owner) = src.owner_id.filter(|_| !src.is_system) {
         let (kind, subject) = if t.kind == transfers::WITHDRAWAL {
-            ("WITHDRAWAL_COMPLETED", format!("Withdrawal of {money} completed"))
+            (
+                "WITHDRAWAL_COMPLETED",
+                format!("Withdrawal of {money} completed"),
+            )
         } else {
             ("TRANSFER_SENT", format!("You sent {money}"))
         };
-        let body = format!("{subject} from account {} to {}.\nTransfer {}.\n", src.number, if dst.is_system { "cash" } else { &dst.number }, t.id);
-        out.extend(notify::record(txn, owner, kind, &subject, &body, &key).await?.map(|id| LedgerEvent::Notification { user_id: owner, notification_id: id }));
+        let body = format!(
+            "{subject} from account {} to {}.\nTransfer {}.\n",
+            src.number,
+            if dst.is_system { "cash" } else { &dst.number },
+            t.id
+        );
+        out.extend(
+            notify::record(txn, owner, kind, &subject, &body, &key)
+                .await?
+                .map(|id| LedgerEvent::Notification {
+                    user_id: owner,
+                    notification_id: id,
+                }),
+        );
     }
     if let Some(owner) = dst.owner_id.filter(|_| !dst.is_system) {
         let (kind, subject) = if t.kind == transfers::DEPOSIT {
@@ -200,18 +262,54 @@ async fn notify_settled(
         } else {
             ("TRANSFER_RECEIVED", format!("You received {money}"))
         };
-        let body = format!("{subject} into account {}.\nTransfer {}.\n", dst.number, t.id);
-        out.extend(notify::record(txn, owner, kind, &subject, &body, &key).await?.map(|id| LedgerEvent::Notification { user_id: owner, notification_id: id }));
+        let body = format!(
+            "{subject} into account {}.\nTransfer {}.\n",
+            dst.number, t.id
+        );
+        out.extend(
+            notify::record(txn, owner, kind, &subject, &body, &key)
+                .await?
+                .map(|id| LedgerEvent::Notification {
+                    user_id: owner,
+                    notification_id: id,
+                }),
+        );
     }
     Ok(out)
 }
 
-async fn notify_failed(txn: &impl ConnectionTrait, t: &transfer::Model, reason: &str, currency: Currency) -> LedgerResult<Vec<LedgerEvent>> {
-    let money = format!("{} {}", Amount::from_minor(t.amount_minor).format(currency), currency.code());
+async fn notify_failed(
+    txn: &impl ConnectionTrait,
+    t: &transfer::Model,
+    reason: &str,
+    currency: Currency,
+) -> LedgerResult<Vec<LedgerEvent>> {
+    let money = format!(
+        "{} {}",
+        Amount::from_minor(t.amount_minor).format(currency),
+        currency.code()
+    );
     let subject = format!("Transfer of {money} failed");
-    let body = format!("{subject}: {reason}. Any hold on your account was released.\nTransfer {}.\n", t.id);
-    let id = notify::record(txn, t.initiated_by, "TRANSFER_FAILED", &subject, &body, &format!("transfer:{}:failed", t.id)).await?;
-    Ok(id.map(|id| LedgerEvent::Notification { user_id: t.initiated_by, notification_id: id }).into_iter().collect())
+    let body = format!(
+        "{subject}: {reason}. Any hold on your account was released.\nTransfer {}.\n",
+        t.id
+    );
+    let id = notify::record(
+        txn,
+        t.initiated_by,
+        "TRANSFER_FAILED",
+        &subject,
+        &body,
+        &format!("transfer:{}:failed", t.id),
+    )
+    .await?;
+    Ok(id
+        .map(|id| LedgerEvent::Notification {
+            user_id: t.initiated_by,
+            notification_id: id,
+        })
+        .into_iter()
+        .collect())
 }
 
 /// One line of the trial balance.
@@ -235,7 +333,11 @@ pub async fn trial_balance(db: &impl ConnectionTrait) -> LedgerResult<Vec<TrialB
         .await?;
     let mut lines: std::collections::BTreeMap<String, TrialBalanceLine> = Default::default();
     for (currency, is_system, balance) in rows {
-        let line = lines.entry(currency.clone()).or_insert(TrialBalanceLine { currency, customer_total_minor: 0, system_total_minor: 0 });
+        let line = lines.entry(currency.clone()).or_insert(TrialBalanceLine {
+            currency,
+            customer_total_minor: 0,
+            system_total_minor: 0,
+        });
         if is_system {
             line.system_total_minor += balance;
         } else {
@@ -292,18 +394,42 @@ mod tests {
 
     #[test]
     fn transfer_to_a_frozen_account_fails_with_account_frozen() {
-        assert_eq!(decide(&tr(100), &acc("ACTIVE", 500, false), &acc("FROZEN", 0, false)), Err("ACCOUNT_FROZEN"));
+        assert_eq!(
+            decide(
+                &tr(100),
+                &acc("ACTIVE", 500, false),
+                &acc("FROZEN", 0, false)
+            ),
+            Err("ACCOUNT_FROZEN")
+        );
     }
 
     #[test]
     fn transfer_from_a_frozen_account_fails_with_account_frozen() {
-        assert_eq!(decide(&tr(100), &acc("FROZEN", 500, false), &acc("ACTIVE", 0, false)), Err("ACCOUNT_FROZEN"));
+        assert_eq!(
+            decide(
+                &tr(100),
+                &acc("FROZEN", 500, false),
+                &acc("ACTIVE", 0, false)
+            ),
+            Err("ACCOUNT_FROZEN")
+        );
     }
 
     #[test]
     fn system_accounts_may_go_negative_customers_may_not() {
-        assert_eq!(decide(&tr(100), &acc("ACTIVE", 0, true), &acc("ACTIVE", 0, false)), Ok(()));
-        assert_eq!(decide(&tr(100), &acc("ACTIVE", 50, false), &acc("ACTIVE", 0, false)), Err("INSUFFICIENT_FUNDS"));
+        assert_eq!(
+            decide(&tr(100), &acc("ACTIVE", 0, true), &acc("ACTIVE", 0, false)),
+            Ok(())
+        );
+        assert_eq!(
+            decide(
+                &tr(100),
+                &acc("ACTIVE", 50, false),
+                &acc("ACTIVE", 0, false)
+            ),
+            Err("INSUFFICIENT_FUNDS")
+        );
     }
 
     #[test]

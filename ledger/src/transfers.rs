@@ -42,11 +42,16 @@ pub enum Destination {
 }
 
 impl Destination {
-    pub fn from_options(number: Option<String>, contact: Option<Uuid>) -> LedgerResult<Destination> {
+    pub fn from_options(
+        number: Option<String>,
+        contact: Option<Uuid>,
+    ) -> LedgerResult<Destination> {
         match (number, contact) {
             (Some(n), None) => Ok(Destination::Number(n)),
             (None, Some(c)) => Ok(Destination::Contact(c)),
-            _ => Err(LedgerError::bad_input("give exactly one of toAccountNumber and toContactId")),
+            _ => Err(LedgerError::bad_input(
+                "give exactly one of toAccountNumber and toContactId",
+            )),
         }
     }
 }
@@ -54,10 +59,21 @@ impl Destination {
 /// A money request as the client sent it.
 #[derive(Clone, Debug)]
 pub enum MoneyRequest {
-    Deposit { account_id: Uuid },
-    Withdraw { account_id: Uuid },
-    Transfer { from_account_id: Uuid, to: Destination, memo: Option<String> },
-    BillPayment { from_account_id: Uuid, bill: Box<crate::bills::BillToPay> },
+    Deposit {
+        account_id: Uuid,
+    },
+    Withdraw {
+        account_id: Uuid,
+    },
+    Transfer {
+        from_account_id: Uuid,
+        to: Destination,
+        memo: Option<String>,
+    },
+    BillPayment {
+        from_account_id: Uuid,
+        bill: Box<crate::bills::BillToPay>,
+    },
 }
 
 /// Policy switches that come from configuration.
@@ -110,12 +126,18 @@ pub async fn initiate(
     if let Some(bill) = &plan.bill
         && crate::bills::already_paid(db, bill).await?
     {
-        return Err(LedgerError::bad_input("this bill is already paid or being paid"));
+        return Err(LedgerError::bad_input(
+            "this bill is already paid or being paid",
+        ));
     }
 
     let txn = begin_write(db).await?;
     let t = now();
-    let hold = if plan.source.is_some() { plan.amount.minor() } else { 0 };
+    let hold = if plan.source.is_some() {
+        plan.amount.minor()
+    } else {
+        0
+    };
     let row = transfer::ActiveModel {
         id: Set(Uuid::now_v7()),
         kind: Set(plan.kind.into()),
@@ -155,16 +177,30 @@ pub async fn initiate(
     }
     if let Some(bill) = &plan.bill {
         crate::bills::record_payment(&txn, bill, inserted.id, plan.amount.minor()).await?;
-        events.push(LedgerEvent::BillsChanged { user_id: viewer.user_id });
+        events.push(LedgerEvent::BillsChanged {
+            user_id: viewer.user_id,
+        });
     }
     txn.commit().await?;
-    events.push(transfer_event(&inserted, plan.source.as_ref(), plan.destination.as_ref()));
+    events.push(transfer_event(
+        &inserted,
+        plan.source.as_ref(),
+        plan.destination.as_ref(),
+    ));
     tracing::info!(transfer.id = %inserted.id, transfer.kind = plan.kind, amount_minor = plan.amount.minor(), "transfer accepted");
-    Ok(Initiated { transfer: inserted, created: true, events })
+    Ok(Initiated {
+        transfer: inserted,
+        created: true,
+        events,
+    })
 }
 
 /// Locks the source, checks available funds and puts the amount on hold.
-async fn place_hold(txn: &impl ConnectionTrait, account_id: Uuid, amount: Amount) -> LedgerResult<account::Model> {
+async fn place_hold(
+    txn: &impl ConnectionTrait,
+    account_id: Uuid,
+    amount: Amount,
+) -> LedgerResult<account::Model> {
     let src = account::Entity::find_by_id(account_id)
         .lock_exclusive()
         .one(txn)
@@ -187,10 +223,18 @@ fn replay(existing: transfer::Model, fingerprint: &str) -> LedgerResult<Initiate
     if existing.request_fingerprint.as_deref() != Some(fingerprint) {
         return Err(LedgerError::IdempotencyConflict);
     }
-    Ok(Initiated { transfer: existing, created: false, events: Vec::new() })
+    Ok(Initiated {
+        transfer: existing,
+        created: false,
+        events: Vec::new(),
+    })
 }
 
-async fn find_by_key(db: &impl ConnectionTrait, user_id: Uuid, key: &IdempotencyKey) -> LedgerResult<Option<transfer::Model>> {
+async fn find_by_key(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    key: &IdempotencyKey,
+) -> LedgerResult<Option<transfer::Model>> {
     Ok(transfer::Entity::find()
         .filter(transfer::Column::InitiatedBy.eq(user_id))
         .filter(transfer::Column::IdempotencyKey.eq(key.as_str()))
@@ -199,28 +243,62 @@ async fn find_by_key(db: &impl ConnectionTrait, user_id: Uuid, key: &Idempotency
 }
 
 /// Parses and resolves the request; nothing here depends on balances.
-async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, amount: &str) -> LedgerResult<Plan> {
+async fn plan(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    request: MoneyRequest,
+    amount: &str,
+) -> LedgerResult<Plan> {
     match request {
         MoneyRequest::Deposit { account_id } => {
             let acc = accounts::get_for_viewer(db, viewer, account_id).await?;
             let currency = Currency::parse(&acc.currency)?;
             let amount = Amount::parse(amount, currency)?;
-            let fingerprint = request_fingerprint(&[DEPOSIT, &acc.id.to_string(), &amount.minor().to_string()]);
-            Ok(Plan { kind: DEPOSIT, amount, currency, source: None, destination: Some(acc), memo: None, fingerprint, bill: None })
+            let fingerprint =
+                request_fingerprint(&[DEPOSIT, &acc.id.to_string(), &amount.minor().to_string()]);
+            Ok(Plan {
+                kind: DEPOSIT,
+                amount,
+                currency,
+                source: None,
+                destination: Some(acc),
+                memo: None,
+                fingerprint,
+                bill: None,
+            })
         }
         MoneyRequest::Withdraw { account_id } => {
             let acc = accounts::get_for_viewer(db, viewer, account_id).await?;
             let currency = Currency::parse(&acc.currency)?;
             let amount = Amount::parse(amount, currency)?;
-            let fingerprint = request_fingerprint(&[WITHDRAWAL, &acc.id.to_string(), &amount.minor().to_string()]);
-            Ok(Plan { kind: WITHDRAWAL, amount, currency, source: Some(acc), destination: None, memo: None, fingerprint, bill: None })
+            let fingerprint = request_fingerprint(&[
+                WITHDRAWAL,
+                &acc.id.to_string(),
+                &amount.minor().to_string(),
+            ]);
+            Ok(Plan {
+                kind: WITHDRAWAL,
+                amount,
+                currency,
+                source: Some(acc),
+                destination: None,
+                memo: None,
+                fingerprint,
+                bill: None,
+            })
         }
-        MoneyRequest::Transfer { from_account_id, to, memo } => {
+        MoneyRequest::Transfer {
+            from_account_id,
+            to,
+            memo,
+        } => {
             let src = owned_source(db, viewer, from_account_id).await?;
             let currency = Currency::parse(&src.currency)?;
             let amount = Amount::parse(amount, currency)?;
             let memo = match memo.map(|m| m.trim().to_owned()) {
-                Some(m) if m.chars().count() > 140 => return Err(LedgerError::bad_input("memo is at most 140 characters")),
+                Some(m) if m.chars().count() > 140 => {
+                    return Err(LedgerError::bad_input("memo is at most 140 characters"));
+                }
                 Some(m) if m.is_empty() => None,
                 m => m,
             };
@@ -237,7 +315,9 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
             };
             let dst = accounts::find_by_number(db, &number).await?;
             if dst.id == src.id {
-                return Err(LedgerError::bad_input("source and destination must be different accounts"));
+                return Err(LedgerError::bad_input(
+                    "source and destination must be different accounts",
+                ));
             }
             let fingerprint = request_fingerprint(&[
                 TRANSFER,
@@ -246,12 +326,26 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
                 &amount.minor().to_string(),
                 memo.as_deref().unwrap_or(""),
             ]);
-            Ok(Plan { kind: TRANSFER, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint, bill: None })
+            Ok(Plan {
+                kind: TRANSFER,
+                amount,
+                currency,
+                source: Some(src),
+                destination: Some(dst),
+                memo,
+                fingerprint,
+                bill: None,
+            })
         }
-        MoneyRequest::BillPayment { from_account_id, bill } => {
+        MoneyRequest::BillPayment {
+            from_account_id,
+            bill,
+        } => {
             let src = owned_source(db, viewer, from_account_id).await?;
             let currency = Currency::parse(&src.currency)?;
-            if !bill.bill.currency.eq_ignore_ascii_case(currency.code()) || bill.provider.currency != currency.code() {
+            if !bill.bill.currency.eq_ignore_ascii_case(currency.code())
+                || bill.provider.currency != currency.code()
+            {
                 return Err(LedgerError::CurrencyMismatch);
             }
             let amount = Amount::parse(&bill.bill.amount, currency)?;
@@ -259,7 +353,10 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
                 .one(db)
                 .await?
                 .ok_or_else(|| LedgerError::internal("provider settlement account missing"))?;
-            let memo = Some(format!("{} bill {}", bill.provider.name, bill.bill.reference));
+            let memo = Some(format!(
+                "{} bill {}",
+                bill.provider.name, bill.bill.reference
+            ));
             let fingerprint = request_fingerprint(&[
                 BILL_PAYMENT,
                 &src.id.to_string(),
@@ -267,7 +364,16 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
                 &bill.bill.reference,
                 &amount.minor().to_string(),
             ]);
-            Ok(Plan { kind: BILL_PAYMENT, amount, currency, source: Some(src), destination: Some(dst), memo, fingerprint, bill: Some(bill) })
+            Ok(Plan {
+                kind: BILL_PAYMENT,
+                amount,
+                currency,
+                source: Some(src),
+                destination: Some(dst),
+                memo,
+                fingerprint,
+                bill: Some(bill),
+            })
         }
     }
 }
@@ -275,7 +381,11 @@ async fn plan(db: &DatabaseConnection, viewer: &Viewer, request: MoneyRequest, a
 /// Transfers and bill payments leave only from the viewer's own account,
 /// admins included: an admin acting on a customer's money uses deposit,
 /// withdraw or reverseTransfer, which are the audited paths.
-async fn owned_source(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> LedgerResult<account::Model> {
+async fn owned_source(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: Uuid,
+) -> LedgerResult<account::Model> {
     let a = accounts::get_for_viewer(db, viewer, id).await?;
     if a.owner_id != Some(viewer.user_id) {
         return Err(LedgerError::NotFound("account"));
@@ -288,7 +398,11 @@ fn check_business_rules(viewer: &Viewer, policy: MoneyPolicy, plan: &Plan) -> Le
     if plan.kind == DEPOSIT {
         check_deposit_limit(plan.amount, plan.currency)?;
     }
-    if plan.source.is_some() && policy.email_verification_required && !viewer.email_verified && !viewer.is_admin() {
+    if plan.source.is_some()
+        && policy.email_verification_required
+        && !viewer.email_verified
+        && !viewer.is_admin()
+    {
         return Err(LedgerError::EmailNotVerified);
     }
     if let Some(src) = &plan.source {
@@ -297,7 +411,9 @@ fn check_business_rules(viewer: &Viewer, policy: MoneyPolicy, plan: &Plan) -> Le
     if let Some(bill) = &plan.bill
         && bill.bill.status.eq_ignore_ascii_case("PAID")
     {
-        return Err(LedgerError::bad_input("the provider reports this bill as already paid"));
+        return Err(LedgerError::bad_input(
+            "the provider reports this bill as already paid",
+        ));
     }
     if let Some(dst) = &plan.destination {
         ensure_active(dst)?;
@@ -321,8 +437,16 @@ pub fn balance_event(a: &account::Model, transfer_id: Option<Uuid>) -> LedgerEve
     })
 }
 
-pub fn transfer_event(t: &transfer::Model, src: Option<&account::Model>, dst: Option<&account::Model>) -> LedgerEvent {
-    let mut party_user_ids: Vec<Uuid> = [src, dst].into_iter().flatten().filter_map(|a| a.owner_id).collect();
+pub fn transfer_event(
+    t: &transfer::Model,
+    src: Option<&account::Model>,
+    dst: Option<&account::Model>,
+) -> LedgerEvent {
+    let mut party_user_ids: Vec<Uuid> = [src, dst]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.owner_id)
+        .collect();
     party_user_ids.push(t.initiated_by);
     party_user_ids.sort();
     party_user_ids.dedup();
@@ -330,24 +454,41 @@ pub fn transfer_event(t: &transfer::Model, src: Option<&account::Model>, dst: Op
         transfer_id: t.id,
         status: t.status.clone(),
         party_user_ids,
-        account_ids: [t.source_account_id, t.destination_account_id].into_iter().flatten().collect(),
+        account_ids: [t.source_account_id, t.destination_account_id]
+            .into_iter()
+            .flatten()
+            .collect(),
     })
 }
 
 /// Whether the viewer may see this transfer: admins, the initiator, or an
 /// owner of either side.
-pub async fn get_for_viewer(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> LedgerResult<transfer::Model> {
-    let t = transfer::Entity::find_by_id(id).one(db).await?.ok_or(LedgerError::NotFound("transfer"))?;
+pub async fn get_for_viewer(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    id: Uuid,
+) -> LedgerResult<transfer::Model> {
+    let t = transfer::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(LedgerError::NotFound("transfer"))?;
     if viewer.is_admin() || t.initiated_by == viewer.user_id {
         return Ok(t);
     }
-    let ids: Vec<Uuid> = [t.source_account_id, t.destination_account_id].into_iter().flatten().collect();
+    let ids: Vec<Uuid> = [t.source_account_id, t.destination_account_id]
+        .into_iter()
+        .flatten()
+        .collect();
     let owned = account::Entity::find()
         .filter(account::Column::Id.is_in(ids))
         .filter(account::Column::OwnerId.eq(viewer.user_id))
         .count(db)
         .await?;
-    if owned > 0 { Ok(t) } else { Err(LedgerError::NotFound("transfer")) }
+    if owned > 0 {
+        Ok(t)
+    } else {
+        Err(LedgerError::NotFound("transfer"))
+    }
 }
 
 /// Filters of the transfer lists.
@@ -378,11 +519,21 @@ pub async fn list(
     if let Some(k) = &filter.kind {
         q = q.filter(transfer::Column::Kind.eq(k.as_str()));
     }
-    crate::page::fetch(db, q, transfer::Column::CreatedAt, transfer::Column::Id, page).await
+    crate::page::fetch(
+        db,
+        q,
+        transfer::Column::CreatedAt,
+        transfer::Column::Id,
+        page,
+    )
+    .await
 }
 
 /// The ids of the viewer's own accounts, for "the viewer's transfers".
-pub async fn owned_account_ids(db: &impl ConnectionTrait, user_id: Uuid) -> LedgerResult<Vec<Uuid>> {
+pub async fn owned_account_ids(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> LedgerResult<Vec<Uuid>> {
     Ok(account::Entity::find()
         .filter(account::Column::OwnerId.eq(user_id))
         .select_only()
@@ -412,7 +563,10 @@ pub async fn claim_stale_pending(
         .await?;
     if !ids.is_empty() {
         transfer::Entity::update_many()
-            .col_expr(transfer::Column::EnqueuedAt, sea_orm::sea_query::Expr::value(now()))
+            .col_expr(
+                transfer::Column::EnqueuedAt,
+                sea_orm::sea_query::Expr::value(now()),
+            )
             .filter(transfer::Column::Id.is_in(ids.clone()))
             .exec(&txn)
             .await?;
@@ -425,25 +579,42 @@ pub async fn claim_stale_pending(
 /// the normal hold-then-settle path. A transfer is reversed at most once
 /// (unique index on `reversal_of`); the original recipient's available
 /// balance must cover it.
-pub async fn reverse(db: &DatabaseConnection, admin: &Viewer, original_id: Uuid, reason: &str) -> LedgerResult<Initiated> {
+pub async fn reverse(
+    db: &DatabaseConnection,
+    admin: &Viewer,
+    original_id: Uuid,
+    reason: &str,
+) -> LedgerResult<Initiated> {
     admin.require_admin()?;
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(LedgerError::bad_input("reason must be 1 to 500 characters"));
     }
-    let original = transfer::Entity::find_by_id(original_id).one(db).await?.ok_or(LedgerError::NotFound("transfer"))?;
+    let original = transfer::Entity::find_by_id(original_id)
+        .one(db)
+        .await?
+        .ok_or(LedgerError::NotFound("transfer"))?;
     if original.status != COMPLETED {
-        return Err(LedgerError::bad_input("only a completed transfer can be reversed"));
+        return Err(LedgerError::bad_input(
+            "only a completed transfer can be reversed",
+        ));
     }
     if original.kind == REVERSAL {
         return Err(LedgerError::bad_input("a reversal cannot be reversed"));
     }
-    let already = transfer::Entity::find().filter(transfer::Column::ReversalOf.eq(original.id)).one(db).await?;
+    let already = transfer::Entity::find()
+        .filter(transfer::Column::ReversalOf.eq(original.id))
+        .one(db)
+        .await?;
     if let Some(existing) = already {
         if existing.status == FAILED {
-            return Err(LedgerError::bad_input("the earlier reversal of this transfer failed; contact engineering"));
+            return Err(LedgerError::bad_input(
+                "the earlier reversal of this transfer failed; contact engineering",
+            ));
         }
-        return Err(LedgerError::bad_input("this transfer has already been reversed"));
+        return Err(LedgerError::bad_input(
+            "this transfer has already been reversed",
+        ));
     }
     // Money flows back: the original destination pays, the source receives.
     let (source, destination) = (original.destination_account_id, original.source_account_id);
@@ -459,10 +630,17 @@ pub async fn reverse(db: &DatabaseConnection, admin: &Viewer, original_id: Uuid,
         destination_account_id: Set(destination),
         initiated_by: Set(admin.user_id),
         idempotency_key: Set(Some(format!("reversal:{}", original.id))),
-        request_fingerprint: Set(Some(request_fingerprint(&[REVERSAL, &original.id.to_string()]))),
+        request_fingerprint: Set(Some(request_fingerprint(&[
+            REVERSAL,
+            &original.id.to_string(),
+        ]))),
         memo: Set(Some(format!("Reversal of {}: {reason}", original.id))),
         failure_reason: Set(None),
-        hold_minor: Set(if source.is_some() { original.amount_minor } else { 0 }),
+        hold_minor: Set(if source.is_some() {
+            original.amount_minor
+        } else {
+            0
+        }),
         reversal_of: Set(Some(original.id)),
         enqueued_at: Set(t),
         created_at: Set(t),
@@ -470,7 +648,11 @@ pub async fn reverse(db: &DatabaseConnection, admin: &Viewer, original_id: Uuid,
     };
     let inserted = match row.insert(&txn).await {
         Ok(m) => m,
-        Err(e) if is_unique_violation(&e) => return Err(LedgerError::bad_input("this transfer has already been reversed")),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(LedgerError::bad_input(
+                "this transfer has already been reversed",
+            ));
+        }
         Err(e) => return Err(e.into()),
     };
     let mut events = Vec::new();
@@ -480,9 +662,20 @@ pub async fn reverse(db: &DatabaseConnection, admin: &Viewer, original_id: Uuid,
         events.push(balance_event(&src, Some(inserted.id)));
         src_model = Some(src);
     }
-    crate::admin::audit(&txn, admin, "REVERSE_TRANSFER", Some(original.id), Some(reason)).await?;
+    crate::admin::audit(
+        &txn,
+        admin,
+        "REVERSE_TRANSFER",
+        Some(original.id),
+        Some(reason),
+    )
+    .await?;
     txn.commit().await?;
     events.push(transfer_event(&inserted, src_model.as_ref(), None));
     tracing::info!(transfer.id = %inserted.id, reversal_of = %original.id, "reversal accepted");
-    Ok(Initiated { transfer: inserted, created: true, events })
+    Ok(Initiated {
+        transfer: inserted,
+        created: true,
+        events,
+    })
 }

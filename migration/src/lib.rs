@@ -16,7 +16,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_foundation::Migration), Box::new(m0002_email_delivery::Migration), Box::new(m0003_bills::Migration)]
+        vec![
+            Box::new(m0001_foundation::Migration),
+            Box::new(m0002_email_delivery::Migration),
+            Box::new(m0003_bills::Migration),
+        ]
     }
 }
 
@@ -30,7 +34,8 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
     use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
     if db.get_database_backend() == DbBackend::Postgres {
         let txn = db.begin().await?;
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7242019001)").await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7242019001)")
+            .await?;
         Migrator::up(&txn, None).await?;
         txn.commit().await
     } else {

@@ -4,7 +4,11 @@ use sea_orm_migration::prelude::*;
 pub struct Migration;
 
 fn id() -> ColumnDef {
-    ColumnDef::new("id").uuid().not_null().primary_key().to_owned()
+    ColumnDef::new("id")
+        .uuid()
+        .not_null()
+        .primary_key()
+        .to_owned()
 }
 fn uuid_col(name: &'static str) -> ColumnDef {
     ColumnDef::new(name).uuid().not_null().to_owned()
@@ -19,13 +23,23 @@ fn text_null(name: &'static str) -> ColumnDef {
     ColumnDef::new(name).string().null().to_owned()
 }
 fn minor(name: &'static str) -> ColumnDef {
-    ColumnDef::new(name).big_integer().not_null().default(0).to_owned()
+    ColumnDef::new(name)
+        .big_integer()
+        .not_null()
+        .default(0)
+        .to_owned()
 }
 fn at(name: &'static str) -> ColumnDef {
-    ColumnDef::new(name).timestamp_with_time_zone().not_null().to_owned()
+    ColumnDef::new(name)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
 }
 fn at_null(name: &'static str) -> ColumnDef {
-    ColumnDef::new(name).timestamp_with_time_zone().null().to_owned()
+    ColumnDef::new(name)
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
 }
 
 async fn index(
@@ -58,8 +72,18 @@ impl MigrationTrait for Migration {
                 .col(text("password_hash"))
                 .col(text("full_name"))
                 .col(text("role"))
-                .col(ColumnDef::new("email_verified").boolean().not_null().default(false))
-                .col(ColumnDef::new("token_version").integer().not_null().default(0))
+                .col(
+                    ColumnDef::new("email_verified")
+                        .boolean()
+                        .not_null()
+                        .default(false),
+                )
+                .col(
+                    ColumnDef::new("token_version")
+                        .integer()
+                        .not_null()
+                        .default(0),
+                )
                 .col(at("created_at"))
                 .to_owned(),
         )
@@ -82,8 +106,22 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ux_refresh_tokens_hash", "refresh_tokens", &["token_hash"], true).await?;
-        index(m, "ix_refresh_tokens_family", "refresh_tokens", &["family_id"], false).await?;
+        index(
+            m,
+            "ux_refresh_tokens_hash",
+            "refresh_tokens",
+            &["token_hash"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "ix_refresh_tokens_family",
+            "refresh_tokens",
+            &["family_id"],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -98,8 +136,14 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ux_email_verifications_hash", "email_verifications", &["token_hash"], true)
-            .await?;
+        index(
+            m,
+            "ux_email_verifications_hash",
+            "email_verifications",
+            &["token_hash"],
+            true,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -108,7 +152,12 @@ impl MigrationTrait for Migration {
                 .col(id())
                 .col(text("number"))
                 .col(uuid_null("owner_id"))
-                .col(ColumnDef::new("is_system").boolean().not_null().default(false))
+                .col(
+                    ColumnDef::new("is_system")
+                        .boolean()
+                        .not_null()
+                        .default(false),
+                )
                 .col(text_null("name"))
                 .col(text("kind"))
                 .col(text("currency"))
@@ -123,8 +172,22 @@ impl MigrationTrait for Migration {
         )
         .await?;
         index(m, "ux_accounts_number", "accounts", &["number"], true).await?;
-        index(m, "ix_accounts_owner", "accounts", &["owner_id", "created_at"], false).await?;
-        index(m, "ix_accounts_status", "accounts", &["status", "created_at"], false).await?;
+        index(
+            m,
+            "ix_accounts_owner",
+            "accounts",
+            &["owner_id", "created_at"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "ix_accounts_status",
+            "accounts",
+            &["status", "created_at"],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -153,10 +216,22 @@ impl MigrationTrait for Migration {
         .await?;
         // The idempotency decision is made by this index: a concurrent
         // duplicate blocks on it until the original commits, then fails.
-        index(m, "ux_transfers_idempotency", "transfers", &["initiated_by", "idempotency_key"], true)
-            .await?;
-        index(m, "ix_transfers_source", "transfers", &["source_account_id", "created_at"], false)
-            .await?;
+        index(
+            m,
+            "ux_transfers_idempotency",
+            "transfers",
+            &["initiated_by", "idempotency_key"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "ix_transfers_source",
+            "transfers",
+            &["source_account_id", "created_at"],
+            false,
+        )
+        .await?;
         index(
             m,
             "ix_transfers_destination",
@@ -165,9 +240,30 @@ impl MigrationTrait for Migration {
             false,
         )
         .await?;
-        index(m, "ix_transfers_status", "transfers", &["status", "enqueued_at"], false).await?;
-        index(m, "ix_transfers_created", "transfers", &["created_at"], false).await?;
-        index(m, "ux_transfers_reversal", "transfers", &["reversal_of"], true).await?;
+        index(
+            m,
+            "ix_transfers_status",
+            "transfers",
+            &["status", "enqueued_at"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "ix_transfers_created",
+            "transfers",
+            &["created_at"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "ux_transfers_reversal",
+            "transfers",
+            &["reversal_of"],
+            true,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -184,9 +280,22 @@ impl MigrationTrait for Migration {
         )
         .await?;
         // Posting twice for one transfer is impossible, whatever the queue does.
-        index(m, "ux_ledger_entries_leg", "ledger_entries", &["transfer_id", "leg"], true).await?;
-        index(m, "ix_ledger_entries_account", "ledger_entries", &["account_id", "created_at"], false)
-            .await?;
+        index(
+            m,
+            "ux_ledger_entries_leg",
+            "ledger_entries",
+            &["transfer_id", "leg"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "ix_ledger_entries_account",
+            "ledger_entries",
+            &["account_id", "created_at"],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -199,15 +308,32 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("body").text().not_null())
                 .col(text("email_status"))
                 .col(text("dedup_key"))
-                .col(ColumnDef::new("email_attempts").integer().not_null().default(0))
+                .col(
+                    ColumnDef::new("email_attempts")
+                        .integer()
+                        .not_null()
+                        .default(0),
+                )
                 .col(at("created_at"))
                 .to_owned(),
         )
         .await?;
-        index(m, "ux_notifications_dedup", "notifications", &["user_id", "dedup_key"], true)
-            .await?;
-        index(m, "ix_notifications_user", "notifications", &["user_id", "created_at"], false)
-            .await?;
+        index(
+            m,
+            "ux_notifications_dedup",
+            "notifications",
+            &["user_id", "dedup_key"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "ix_notifications_user",
+            "notifications",
+            &["user_id", "created_at"],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -232,7 +358,14 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ix_audit_log_created", "audit_log", &["created_at"], false).await?;
+        index(
+            m,
+            "ix_audit_log_created",
+            "audit_log",
+            &["created_at"],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -246,7 +379,14 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ix_contacts_owner", "contacts", &["owner_id", "created_at"], false).await?;
+        index(
+            m,
+            "ix_contacts_owner",
+            "contacts",
+            &["owner_id", "created_at"],
+            false,
+        )
+        .await?;
         Ok(())
     }
 
@@ -263,7 +403,8 @@ impl MigrationTrait for Migration {
             "refresh_tokens",
             "users",
         ] {
-            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+            m.drop_table(Table::drop().table(t).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -10,7 +10,11 @@ impl MigrationTrait for Migration {
         m.alter_table(
             Table::alter()
                 .table("notifications")
-                .add_column(ColumnDef::new("next_attempt_at").timestamp_with_time_zone().null())
+                .add_column(
+                    ColumnDef::new("next_attempt_at")
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -34,8 +38,26 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(Index::drop().name("ix_notifications_delivery").table("notifications").to_owned()).await?;
-        m.alter_table(Table::alter().table("notifications").drop_column("last_error").to_owned()).await?;
-        m.alter_table(Table::alter().table("notifications").drop_column("next_attempt_at").to_owned()).await
+        m.drop_index(
+            Index::drop()
+                .name("ix_notifications_delivery")
+                .table("notifications")
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("notifications")
+                .drop_column("last_error")
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("notifications")
+                .drop_column("next_attempt_at")
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -16,7 +16,11 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("currency").string().not_null())
                 .col(ColumnDef::new("api_base_url").string().not_null())
                 .col(ColumnDef::new("settlement_account_id").uuid().not_null())
-                .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("created_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -29,7 +33,11 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("provider_id").uuid().not_null())
                 .col(ColumnDef::new("customer_number").string().not_null())
                 .col(ColumnDef::new("nickname").string().null())
-                .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("created_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -56,11 +64,28 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("transfer_id").uuid().not_null())
                 .col(ColumnDef::new("amount_minor").big_integer().not_null())
                 .col(ColumnDef::new("currency").string().not_null())
-                .col(ColumnDef::new("reported_at").timestamp_with_time_zone().null())
-                .col(ColumnDef::new("report_attempts").integer().not_null().default(0))
-                .col(ColumnDef::new("next_report_at").timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new("reported_at")
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new("report_attempts")
+                        .integer()
+                        .not_null()
+                        .default(0),
+                )
+                .col(
+                    ColumnDef::new("next_report_at")
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(ColumnDef::new("last_error").string().null())
-                .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("created_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -90,7 +115,8 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for t in ["bill_payments", "utility_links", "utility_providers"] {
-            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+            m.drop_table(Table::drop().table(t).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -40,8 +40,23 @@ type Shared = Arc<Mutex<World>>;
 fn seed(currency: &str) -> HashMap<String, (String, Vec<Value>)> {
     let bill = |r: &str, a: &str, due: &str, status: &str| json!({"reference": r, "amount": a, "currency": currency, "dueDate": due, "status": status});
     HashMap::from([
-        ("100001".to_string(), ("Alice Example".to_string(), vec![bill("INV-100001-11", "123.45", "2026-12-01", "UNPAID"), bill("INV-100001-10", "98.10", "2026-11-01", "PAID")])),
-        ("100002".to_string(), ("Bob Example".to_string(), vec![bill("INV-100002-11", "42.00", "2026-12-05", "UNPAID")])),
+        (
+            "100001".to_string(),
+            (
+                "Alice Example".to_string(),
+                vec![
+                    bill("INV-100001-11", "123.45", "2026-12-01", "UNPAID"),
+                    bill("INV-100001-10", "98.10", "2026-11-01", "PAID"),
+                ],
+            ),
+        ),
+        (
+            "100002".to_string(),
+            (
+                "Bob Example".to_string(),
+                vec![bill("INV-100002-11", "42.00", "2026-12-05", "UNPAID")],
+            ),
+        ),
         ("100003".to_string(), ("Carol Example".to_string(), vec![])),
     ])
 }
@@ -93,14 +108,22 @@ async fn payment(State(world): State<Shared>, Json(body): Json<Value>) -> Respon
         w.fail_next_payments -= 1;
         return (StatusCode::INTERNAL_SERVER_ERROR, "temporary failure").into_response();
     }
-    let Some(id) = body.get("paymentId").and_then(Value::as_str).map(str::to_owned) else {
+    let Some(id) = body
+        .get("paymentId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
         return (StatusCode::BAD_REQUEST, "paymentId required").into_response();
     };
     if let Some((_, times)) = w.payments.get_mut(&id) {
         *times += 1;
         return StatusCode::OK.into_response();
     }
-    let reference = body.get("reference").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let reference = body
+        .get("reference")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     for (_, bills) in w.customers.values_mut() {
         for b in bills.iter_mut() {
             if b["reference"] == reference.as_str() {
@@ -126,12 +149,19 @@ async fn control(State(world): State<Shared>, Json(body): Json<Value>) -> Json<V
     if let Some(v) = body.get("down").and_then(Value::as_bool) {
         w.down = v;
     }
-    Json(json!({"latencyMs": w.latency_ms, "errorRate": w.error_rate, "failNextPayments": w.fail_next_payments, "down": w.down}))
+    Json(
+        json!({"latencyMs": w.latency_ms, "errorRate": w.error_rate, "failNextPayments": w.fail_next_payments, "down": w.down}),
+    )
 }
 
 async fn list_payments(State(world): State<Shared>) -> Json<Value> {
     let w = world.lock().unwrap_or_else(|p| p.into_inner());
-    Json(Value::Array(w.payments.values().map(|(p, times)| json!({"payment": p, "timesReceived": times})).collect()))
+    Json(Value::Array(
+        w.payments
+            .values()
+            .map(|(p, times)| json!({"payment": p, "timesReceived": times}))
+            .collect(),
+    ))
 }
 
 #[tokio::main]
@@ -169,6 +199,9 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("mock-provider listening on http://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(addr));
+    println!(
+        "mock-provider listening on http://{}",
+        listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
+    );
     let _ = axum::serve(listener, app).await;
 }

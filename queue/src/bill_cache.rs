@@ -14,7 +14,10 @@ pub const BILLS_TTL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub enum BillCache {
     Memory(Arc<Mutex<HashMap<Uuid, CachedBills>>>),
-    Redis { conn: redis::aio::ConnectionManager, prefix: String },
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
 }
 
 impl BillCache {
@@ -24,14 +27,24 @@ impl BillCache {
 
     pub async fn redis(url: &str, prefix: &str) -> Result<BillCache, redis::RedisError> {
         let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
-        Ok(BillCache::Redis { conn, prefix: prefix.to_owned() })
+        Ok(BillCache::Redis {
+            conn,
+            prefix: prefix.to_owned(),
+        })
     }
 
     pub async fn get(&self, link_id: Uuid) -> Option<CachedBills> {
         match self {
             BillCache::Memory(m) => {
                 let m = m.lock().unwrap_or_else(|p| p.into_inner());
-                m.get(&link_id).filter(|c| (chrono::Utc::now() - c.fetched_at).to_std().unwrap_or_default() < BILLS_TTL).cloned()
+                m.get(&link_id)
+                    .filter(|c| {
+                        (chrono::Utc::now() - c.fetched_at)
+                            .to_std()
+                            .unwrap_or_default()
+                            < BILLS_TTL
+                    })
+                    .cloned()
             }
             BillCache::Redis { conn, prefix } => {
                 let mut c = conn.clone();
@@ -50,11 +63,15 @@ impl BillCache {
     pub async fn put(&self, link_id: Uuid, bills: &CachedBills) {
         match self {
             BillCache::Memory(m) => {
-                m.lock().unwrap_or_else(|p| p.into_inner()).insert(link_id, bills.clone());
+                m.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(link_id, bills.clone());
             }
             BillCache::Redis { conn, prefix } => {
                 let mut c = conn.clone();
-                let Ok(json) = serde_json::to_string(bills) else { return };
+                let Ok(json) = serde_json::to_string(bills) else {
+                    return;
+                };
                 let res: Result<(), _> = redis::cmd("SET")
                     .arg(format!("{prefix}:bills:{link_id}"))
                     .arg(json)

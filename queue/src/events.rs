@@ -20,7 +20,10 @@ pub struct EventBus {
 
 impl EventBus {
     pub fn in_process() -> EventBus {
-        EventBus { local: broadcast::channel(FANOUT_CAPACITY).0, redis: None }
+        EventBus {
+            local: broadcast::channel(FANOUT_CAPACITY).0,
+            redis: None,
+        }
     }
 
     /// Connects publisher and the process's single subscriber to Redis.
@@ -30,7 +33,10 @@ impl EventBus {
         let channel = format!("{prefix}:events");
         let local = broadcast::channel(FANOUT_CAPACITY).0;
         tokio::spawn(relay(client, channel.clone(), local.clone()));
-        Ok(EventBus { local, redis: Some((conn, channel)) })
+        Ok(EventBus {
+            local,
+            redis: Some((conn, channel)),
+        })
     }
 
     /// Publishes after commit. Events are hints for live views, not the
@@ -39,9 +45,15 @@ impl EventBus {
         for event in events {
             match &self.redis {
                 Some((conn, channel)) => {
-                    let Ok(payload) = serde_json::to_string(&event) else { continue };
+                    let Ok(payload) = serde_json::to_string(&event) else {
+                        continue;
+                    };
                     let mut c = conn.clone();
-                    let res = redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<i64>(&mut c).await;
+                    let res = redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload)
+                        .query_async::<i64>(&mut c)
+                        .await;
                     if let Err(e) = res {
                         tracing::warn!(error = %e, "event publish failed");
                     }
@@ -68,7 +80,9 @@ async fn relay(client: redis::Client, channel: String, local: broadcast::Sender<
                 } else {
                     let mut stream = pubsub.on_message();
                     while let Some(msg) = stream.next().await {
-                        let Ok(payload) = msg.get_payload::<String>() else { continue };
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
                         match serde_json::from_str::<LedgerEvent>(&payload) {
                             Ok(ev) => {
                                 let _ = local.send(ev);

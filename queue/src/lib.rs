@@ -20,24 +20,40 @@ mod queues;
 pub use bill_cache::BillCache;
 pub use events::EventBus;
 pub use poll::Tick;
-pub use queues::{BILLS_QUEUE, EMAIL_QUEUE, QueueError, Queues, REPORTS_QUEUE, SETTLEMENT_QUEUE, worker_name};
+pub use queues::{
+    BILLS_QUEUE, EMAIL_QUEUE, QueueError, Queues, REPORTS_QUEUE, SETTLEMENT_QUEUE, worker_name,
+};
 
 /// What every producer does once its transaction has committed: hand new
 /// notifications to the email queue (when email delivery is on) and publish
 /// the events for live views. A failed push only delays an email: the row
 /// is the outbox and the email sweep finds it.
-pub async fn after_commit(queues: &Queues, bus: &EventBus, events: Vec<ledger::events::LedgerEvent>) {
+pub async fn after_commit(
+    queues: &Queues,
+    bus: &EventBus,
+    events: Vec<ledger::events::LedgerEvent>,
+) {
     for ev in &events {
         if let ledger::events::LedgerEvent::BillPaymentSettled { payment_id, .. } = ev
-            && let Err(e) = queues.push_report(ledger::jobs::ReportBillPayment { payment_id: *payment_id }).await
+            && let Err(e) = queues
+                .push_report(ledger::jobs::ReportBillPayment {
+                    payment_id: *payment_id,
+                })
+                .await
         {
             tracing::warn!(bill_payment.id = %payment_id, error = %e, "report push failed; the sweep will retry");
         }
     }
     if ledger::notify::email_delivery_enabled() {
         for ev in &events {
-            if let ledger::events::LedgerEvent::Notification { notification_id, .. } = ev
-                && let Err(e) = queues.push_email(ledger::jobs::SendEmail { notification_id: *notification_id }).await
+            if let ledger::events::LedgerEvent::Notification {
+                notification_id, ..
+            } = ev
+                && let Err(e) = queues
+                    .push_email(ledger::jobs::SendEmail {
+                        notification_id: *notification_id,
+                    })
+                    .await
             {
                 tracing::warn!(notification.id = %notification_id, error = %e, "email push failed; the email sweep will retry");
             }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Latency buckets in seconds: 1 ms to 10 s.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -43,7 +45,9 @@ fn key(existing: bool, len: usize, name: &str, labels: &str) -> (String, String)
 /// Labels are given preformatted, e.g. `kind="DEPOSIT",status="COMPLETED"`.
 pub fn count(name: &str, labels: &str) {
     with(|r| {
-        let existing = r.counters.contains_key(&(name.to_owned(), labels.to_owned()));
+        let existing = r
+            .counters
+            .contains_key(&(name.to_owned(), labels.to_owned()));
         let k = key(existing, r.counters.len(), name, labels);
         *r.counters.entry(k).or_default() += 1;
     });
@@ -51,7 +55,9 @@ pub fn count(name: &str, labels: &str) {
 
 pub fn observe(name: &str, labels: &str, seconds: f64) {
     with(|r| {
-        let existing = r.histograms.contains_key(&(name.to_owned(), labels.to_owned()));
+        let existing = r
+            .histograms
+            .contains_key(&(name.to_owned(), labels.to_owned()));
         let k = key(existing, r.histograms.len(), name, labels);
         let h = r.histograms.entry(k).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -67,11 +73,20 @@ pub fn observe(name: &str, labels: &str, seconds: f64) {
 /// Label values come from our own enums and operation names; quotes and
 /// backslashes are escaped anyway.
 pub fn label(value: &str) -> String {
-    value.chars().take(64).collect::<String>().replace('\\', "\\\\").replace('"', "\\\"")
+    value
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }
 
 fn braces(labels: &str) -> String {
-    if labels.is_empty() { String::new() } else { format!("{{{labels}}}") }
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    }
 }
 
 pub fn render() -> String {
@@ -92,11 +107,20 @@ pub fn render() -> String {
             }
             let sep = if labels.is_empty() { "" } else { "," };
             for (i, b) in BUCKETS.iter().enumerate() {
-                out.push_str(&format!("{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}\n", h.counts[i]));
+                out.push_str(&format!(
+                    "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}\n",
+                    h.counts[i]
+                ));
             }
-            out.push_str(&format!("{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n", h.count));
+            out.push_str(&format!(
+                "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n",
+                h.count
+            ));
             let l = braces(labels);
-            out.push_str(&format!("{name}_sum{l} {}\n{name}_count{l} {}\n", h.sum, h.count));
+            out.push_str(&format!(
+                "{name}_sum{l} {}\n{name}_count{l} {}\n",
+                h.sum, h.count
+            ));
         }
         out
     })
@@ -114,8 +138,17 @@ mod tests {
         observe("test_latency_seconds", "op=\"x\"", 0.3);
         let text = render();
         assert!(text.contains("test_things_total{kind=\"A\"} 2"), "{text}");
-        assert!(text.contains("test_latency_seconds_bucket{op=\"x\",le=\"0.005\"} 1"), "{text}");
-        assert!(text.contains("test_latency_seconds_bucket{op=\"x\",le=\"0.5\"} 2"), "{text}");
-        assert!(text.contains("test_latency_seconds_count{op=\"x\"} 2"), "{text}");
+        assert!(
+            text.contains("test_latency_seconds_bucket{op=\"x\",le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("test_latency_seconds_bucket{op=\"x\",le=\"0.5\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("test_latency_seconds_count{op=\"x\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -27,6 +27,10 @@ impl PollStrategy for Tick {
         while self.interval.poll_tick(cx).is_ready() {
             fired = true;
         }
-        if fired { Poll::Ready(Some(())) } else { Poll::Pending }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
     }
 }

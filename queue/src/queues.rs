@@ -24,28 +24,48 @@ pub enum QueueError {
 /// The producer side of the job queues, shared by request handlers.
 #[derive(Clone)]
 pub enum Queues {
-    Redis { conn: ConnectionManager, prefix: String },
-    Embedded { pool: SqlitePool, prefix: String },
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
+    Embedded {
+        pool: SqlitePool,
+        prefix: String,
+    },
 }
 
 /// A worker name unique to this process, so a restarted process never
 /// collides with its predecessor's registration (apalis refuses, silently).
 pub fn worker_name(role: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    format!("{role}-{host}-{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{role}-{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 impl Queues {
     pub async fn redis(url: &str, prefix: &str) -> Result<Queues, QueueError> {
-        let conn = apalis_redis::connect(url).await.map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        Ok(Queues::Redis { conn, prefix: prefix.to_owned() })
+        let conn = apalis_redis::connect(url)
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        Ok(Queues::Redis {
+            conn,
+            prefix: prefix.to_owned(),
+        })
     }
 
     /// Embedded queue inside the SQLite database. Creates apalis' tables
     /// once, before any worker starts (concurrent setup fails).
     pub async fn embedded(pool: SqlitePool, prefix: &str) -> Result<Queues, QueueError> {
-        SqliteStorage::setup(&pool).await.map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        Ok(Queues::Embedded { pool, prefix: prefix.to_owned() })
+        SqliteStorage::setup(&pool)
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        Ok(Queues::Embedded {
+            pool,
+            prefix: prefix.to_owned(),
+        })
     }
 
     pub fn queue_name(&self, queue: &str) -> String {
@@ -92,11 +112,13 @@ impl Queues {
         let err = |e: &dyn std::fmt::Display| QueueError::Unavailable(e.to_string());
         match self {
             Queues::Redis { conn, .. } => {
-                let mut storage = RedisStorage::<T>::new(conn.clone()).with_config(self.redis_config(queue));
+                let mut storage =
+                    RedisStorage::<T>::new(conn.clone()).with_config(self.redis_config(queue));
                 storage.push(job).await.map_err(|e| err(&e))
             }
             Queues::Embedded { pool, .. } => {
-                let mut storage = SqliteStorage::<T>::new(pool).with_config(self.sqlite_config(queue));
+                let mut storage =
+                    SqliteStorage::<T>::new(pool).with_config(self.sqlite_config(queue));
                 storage.push(job).await.map_err(|e| err(&e))
             }
         }
@@ -109,7 +131,10 @@ impl Queues {
                 let mut c = conn.clone();
                 let cmd = redis::cmd("PING");
                 let ping = cmd.query_async::<String>(&mut c);
-                matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Ok(_)))
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), ping).await,
+                    Ok(Ok(_))
+                )
             }
             Queues::Embedded { pool, .. } => pool.acquire().await.is_ok(),
         }

@@ -21,7 +21,9 @@ use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 use ledger::jobs::{RefreshBills, ReportBillPayment, SendEmail, SettleTransfer};
-use queue::{BILLS_QUEUE, EMAIL_QUEUE, EventBus, Queues, REPORTS_QUEUE, SETTLEMENT_QUEUE, Tick, worker_name};
+use queue::{
+    BILLS_QUEUE, EMAIL_QUEUE, EventBus, Queues, REPORTS_QUEUE, SETTLEMENT_QUEUE, Tick, worker_name,
+};
 use sea_orm::DatabaseConnection;
 
 /// How many settlement jobs one process runs at once.
@@ -48,18 +50,30 @@ pub const EMAIL_CONCURRENCY: usize = 4;
 /// Reads the email settings shared by the `api` and `worker` binaries.
 /// `EMAIL_RETRY_BASE_SECS` and `EMAIL_MAX_ATTEMPTS` exist for tests and
 /// drills; the defaults give about a day of retries.
-pub fn email_settings() -> Result<(Option<mailer::Mailer>, ledger::notify::RetryPolicy), (String, String)> {
+pub fn email_settings()
+-> Result<(Option<mailer::Mailer>, ledger::notify::RetryPolicy), (String, String)> {
     let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
     let mut retry = ledger::notify::RetryPolicy::default();
     if let Some(v) = var("EMAIL_RETRY_BASE_SECS") {
-        retry.base_secs = v.parse().map_err(|_| ("EMAIL_RETRY_BASE_SECS".to_owned(), "must be a whole number of seconds".to_owned()))?;
+        retry.base_secs = v.parse().map_err(|_| {
+            (
+                "EMAIL_RETRY_BASE_SECS".to_owned(),
+                "must be a whole number of seconds".to_owned(),
+            )
+        })?;
     }
     if let Some(v) = var("EMAIL_MAX_ATTEMPTS") {
-        retry.attempts_max = v.parse().map_err(|_| ("EMAIL_MAX_ATTEMPTS".to_owned(), "must be a whole number".to_owned()))?;
+        retry.attempts_max = v.parse().map_err(|_| {
+            (
+                "EMAIL_MAX_ATTEMPTS".to_owned(),
+                "must be a whole number".to_owned(),
+            )
+        })?;
     }
     let mailer = match var("SMTP_URL") {
         Some(url) => {
-            let from = var("MAIL_FROM").unwrap_or_else(|| "corebank <no-reply@corebank.local>".into());
+            let from =
+                var("MAIL_FROM").unwrap_or_else(|| "corebank <no-reply@corebank.local>".into());
             Some(mailer::Mailer::from_url(&url, &from).map_err(|e| ("SMTP_URL".to_owned(), e))?)
         }
         None => None,
@@ -69,7 +83,10 @@ pub fn email_settings() -> Result<(Option<mailer::Mailer>, ledger::notify::Retry
 }
 
 /// Runs every worker of this process until `shutdown` resolves.
-pub async fn run(jobs: Arc<Jobs>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    jobs: Arc<Jobs>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop_sweep, sweep_stopped) = tokio::sync::watch::channel(false);
     let sweep = tokio::spawn(jobs::recover_pending::run(jobs.clone(), sweep_stopped));
 
@@ -88,7 +105,8 @@ pub async fn run(jobs: Arc<Jobs>, shutdown: impl Future<Output = ()> + Send + 's
                 q @ Queues::Redis { conn, .. } => {
                     let (conn, config, data) = (conn.clone(), q.redis_config($queue), jobs.clone());
                     $monitor.register(move |_| {
-                        let backend = RedisStorage::<$job>::new(conn.clone()).with_config(config.clone());
+                        let backend =
+                            RedisStorage::<$job>::new(conn.clone()).with_config(config.clone());
                         WorkerBuilder::new(worker_name($name))
                             .backend(PollWith::new(backend, Tick::every(POLL_EVERY)))
                             .concurrency($concurrency)
@@ -97,7 +115,8 @@ pub async fn run(jobs: Arc<Jobs>, shutdown: impl Future<Output = ()> + Send + 's
                     })
                 }
                 q @ Queues::Embedded { pool, .. } => {
-                    let (pool, config, data) = (pool.clone(), q.sqlite_config($queue), jobs.clone());
+                    let (pool, config, data) =
+                        (pool.clone(), q.sqlite_config($queue), jobs.clone());
                     $monitor.register(move |_| {
                         let backend = SqliteStorage::<$job>::new(&pool).with_config(config.clone());
                         WorkerBuilder::new(worker_name($name))
@@ -110,10 +129,38 @@ pub async fn run(jobs: Arc<Jobs>, shutdown: impl Future<Output = ()> + Send + 's
             }
         };
     }
-    let monitor = register!(monitor, SettleTransfer, SETTLEMENT_QUEUE, "settlement", SETTLEMENT_CONCURRENCY, jobs::settle_transfer::handle);
-    let monitor = register!(monitor, SendEmail, EMAIL_QUEUE, "email", EMAIL_CONCURRENCY, jobs::send_email::handle);
-    let monitor = register!(monitor, RefreshBills, BILLS_QUEUE, "bills", 8, jobs::refresh_bills::handle);
-    let monitor = register!(monitor, ReportBillPayment, REPORTS_QUEUE, "bill-reports", 8, jobs::report_bill_payment::handle);
+    let monitor = register!(
+        monitor,
+        SettleTransfer,
+        SETTLEMENT_QUEUE,
+        "settlement",
+        SETTLEMENT_CONCURRENCY,
+        jobs::settle_transfer::handle
+    );
+    let monitor = register!(
+        monitor,
+        SendEmail,
+        EMAIL_QUEUE,
+        "email",
+        EMAIL_CONCURRENCY,
+        jobs::send_email::handle
+    );
+    let monitor = register!(
+        monitor,
+        RefreshBills,
+        BILLS_QUEUE,
+        "bills",
+        8,
+        jobs::refresh_bills::handle
+    );
+    let monitor = register!(
+        monitor,
+        ReportBillPayment,
+        REPORTS_QUEUE,
+        "bill-reports",
+        8,
+        jobs::report_bill_payment::handle
+    );
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;

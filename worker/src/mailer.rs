@@ -33,12 +33,17 @@ impl Mailer {
     }
 
     pub async fn send(&self, to: &str, subject: &str, text: &str) -> Result<(), SendError> {
-        let to: Mailbox = to.parse().map_err(|e| SendError::Permanent(format!("recipient address: {e}")))?;
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("recipient address: {e}")))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(subject)
-            .multipart(MultiPart::alternative_plain_html(text.to_owned(), html(subject, text)))
+            .multipart(MultiPart::alternative_plain_html(
+                text.to_owned(),
+                html(subject, text),
+            ))
             .map_err(|e| SendError::Permanent(format!("message: {e}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
@@ -50,7 +55,12 @@ impl Mailer {
 
 /// The HTML part: the same text, escaped, links made clickable.
 fn html(subject: &str, text: &str) -> String {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
     let body: String = text
         .lines()
         .map(|line| {
@@ -62,5 +72,8 @@ fn html(subject: &str, text: &str) -> String {
             }
         })
         .collect();
-    format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head><body style=\"font-family:sans-serif\">{body}</body></html>", escape(subject))
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head><body style=\"font-family:sans-serif\">{body}</body></html>",
+        escape(subject)
+    )
 }

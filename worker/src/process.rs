@@ -17,12 +17,18 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,apalis=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// Connects and migrates. SQLite gets several connections (its default is
 /// one, which silently serialises everything) and a busy timeout.
-pub async fn connect_database(url: &str, statements: &'static AtomicU64) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_database(
+    url: &str,
+    statements: &'static AtomicU64,
+) -> anyhow::Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.to_owned());
     let sqlite = url.starts_with("sqlite:");
     opts.max_connections(if sqlite { 8 } else { 32 })
@@ -30,11 +36,15 @@ pub async fn connect_database(url: &str, statements: &'static AtomicU64) -> anyh
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    let mut db = Database::connect(opts).await.map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))?;
+    let mut db = Database::connect(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))?;
     db.set_metric_callback(|_| {
         statements.fetch_add(1, Ordering::Relaxed);
     });
-    migration::migrate(&db).await.map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+    migration::migrate(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
     Ok(db)
 }
 

@@ -34,11 +34,19 @@ impl Guard for Access {
             Access::Customer | Access::Admin => {
                 let viewer = match ctx.data_opt::<Auth>() {
                     Some(Auth::Viewer(v)) => v,
-                    Some(Auth::Invalid(msg)) => return Err(to_gql(LedgerError::Unauthenticated(msg.clone()))),
-                    _ => return Err(to_gql(LedgerError::Unauthenticated("sign in first: send Authorization: Bearer <accessToken>".into()))),
+                    Some(Auth::Invalid(msg)) => {
+                        return Err(to_gql(LedgerError::Unauthenticated(msg.clone())));
+                    }
+                    _ => {
+                        return Err(to_gql(LedgerError::Unauthenticated(
+                            "sign in first: send Authorization: Bearer <accessToken>".into(),
+                        )));
+                    }
                 };
                 if *self == Access::Admin && !viewer.is_admin() {
-                    return Err(to_gql(LedgerError::Forbidden("this operation is for administrators".into())));
+                    return Err(to_gql(LedgerError::Forbidden(
+                        "this operation is for administrators".into(),
+                    )));
                 }
                 Ok(())
             }

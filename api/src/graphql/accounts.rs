@@ -64,7 +64,11 @@ impl Account {
         self.0.name.as_deref()
     }
     async fn kind(&self) -> AccountKind {
-        if self.0.kind == "SAVINGS" { AccountKind::Savings } else { AccountKind::Checking }
+        if self.0.kind == "SAVINGS" {
+            AccountKind::Savings
+        } else {
+            AccountKind::Checking
+        }
     }
     async fn currency(&self) -> &str {
         &self.0.currency
@@ -81,7 +85,10 @@ impl Account {
         Decimal::format(ledger::accounts::available_minor(&self.0), &self.0.currency)
     }
     async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let owner = self.0.owner_id.ok_or_else(|| super::errors::to_gql(ledger::LedgerError::NotFound("user")))?;
+        let owner = self
+            .0
+            .owner_id
+            .ok_or_else(|| super::errors::to_gql(ledger::LedgerError::NotFound("user")))?;
         ctx.data_unchecked::<super::loaders::Users>()
             .load_one(owner)
             .await?
@@ -100,7 +107,10 @@ impl Account {
         after: Option<String>,
         status: Option<TransferStatus>,
     ) -> async_graphql::Result<Conn<Transfer>> {
-        let filter = ledger::transfers::TransferFilter { status: status.map(|s| s.as_str().into()), kind: None };
+        let filter = ledger::transfers::TransferFilter {
+            status: status.map(|s| s.as_str().into()),
+            kind: None,
+        };
         super::transfers::list(ctx, Some(vec![self.0.id]), filter, first, after).await
     }
 }
@@ -123,16 +133,35 @@ impl AccountQueries {
     async fn account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "account")?;
-        Ok(Account(ledger::accounts::get_for_viewer(&state(ctx).db, &v, id).await.gql()?))
+        Ok(Account(
+            ledger::accounts::get_for_viewer(&state(ctx).db, &v, id)
+                .await
+                .gql()?,
+        ))
     }
 
     /// The viewer's accounts, newest first.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
-    async fn accounts(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
+    async fn accounts(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<Account>> {
         let v = viewer(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
-        let rows = ledger::accounts::list(&state(ctx).db, Some(v.user_id), None, page).await.gql()?;
-        Ok(connection(rows, page.after.is_some(), |a| Cursor { created_at: a.created_at, id: a.id }, Account))
+        let rows = ledger::accounts::list(&state(ctx).db, Some(v.user_id), None, page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            page.after.is_some(),
+            |a| Cursor {
+                created_at: a.created_at,
+                id: a.id,
+            },
+            Account,
+        ))
     }
 }
 
@@ -142,11 +171,21 @@ pub struct AccountMutations;
 #[Object]
 impl AccountMutations {
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn open_account(&self, ctx: &Context<'_>, input: OpenAccountInput) -> async_graphql::Result<Account> {
+    async fn open_account(
+        &self,
+        ctx: &Context<'_>,
+        input: OpenAccountInput,
+    ) -> async_graphql::Result<Account> {
         let v = viewer(ctx)?;
-        let a = ledger::accounts::open(&state(ctx).db, &v, input.kind.as_str(), &input.currency, input.name.as_deref())
-            .await
-            .gql()?;
+        let a = ledger::accounts::open(
+            &state(ctx).db,
+            &v,
+            input.kind.as_str(),
+            &input.currency,
+            input.name.as_deref(),
+        )
+        .await
+        .gql()?;
         Ok(Account(a))
     }
 
@@ -155,6 +194,10 @@ impl AccountMutations {
     async fn close_account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Account> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "account")?;
-        Ok(Account(ledger::accounts::close(&state(ctx).db, &v, id).await.gql()?))
+        Ok(Account(
+            ledger::accounts::close(&state(ctx).db, &v, id)
+                .await
+                .gql()?,
+        ))
     }
 }

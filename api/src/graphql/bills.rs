@@ -117,7 +117,10 @@ impl Bill {
         ID(ledger::bills::bill_id(self.link.id, &self.bill.reference))
     }
     async fn link(&self) -> UtilityLink {
-        UtilityLink { link: self.link.clone(), provider: self.provider.clone() }
+        UtilityLink {
+            link: self.link.clone(),
+            provider: self.provider.clone(),
+        }
     }
     async fn reference(&self) -> &str {
         &self.bill.reference
@@ -137,7 +140,11 @@ impl Bill {
     async fn due_date(&self) -> async_graphql::Result<Date> {
         chrono::NaiveDate::parse_from_str(&self.bill.due_date, "%Y-%m-%d")
             .map(Date)
-            .map_err(|_| super::errors::to_gql(ledger::LedgerError::internal("provider sent a bad due date")))
+            .map_err(|_| {
+                super::errors::to_gql(ledger::LedgerError::internal(
+                    "provider sent a bad due date",
+                ))
+            })
     }
     async fn status(&self) -> BillStatus {
         BillStatus::from_str(self.status)
@@ -149,26 +156,53 @@ impl Bill {
 }
 
 /// The user's bills from the cache, with local payment state applied.
-pub async fn bills_of(s: &AppState, user_id: Uuid, status: Option<BillStatus>) -> async_graphql::Result<Vec<Bill>> {
+pub async fn bills_of(
+    s: &AppState,
+    user_id: Uuid,
+    status: Option<BillStatus>,
+) -> async_graphql::Result<Vec<Bill>> {
     let links = ledger::bills::links(&s.db, user_id).await.gql()?;
-    let providers: HashMap<Uuid, utility_provider::Model> =
-        ledger::bills::providers(&s.db).await.gql()?.into_iter().map(|p| (p.id, p)).collect();
+    let providers: HashMap<Uuid, utility_provider::Model> = ledger::bills::providers(&s.db)
+        .await
+        .gql()?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
     let provider_ids: Vec<Uuid> = links.iter().map(|l| l.provider_id).collect();
-    let payments = ledger::bills::payments_for(&s.db, &provider_ids).await.gql()?;
+    let payments = ledger::bills::payments_for(&s.db, &provider_ids)
+        .await
+        .gql()?;
     let mut out = Vec::new();
     for link in links {
-        let Some(provider) = providers.get(&link.provider_id) else { continue };
-        let Some(cached) = s.bills.get(link.id).await else { continue };
+        let Some(provider) = providers.get(&link.provider_id) else {
+            continue;
+        };
+        let Some(cached) = s.bills.get(link.id).await else {
+            continue;
+        };
         for bill in cached.bills {
-            let payment = payments.iter().find(|p| p.provider_id == provider.id && p.reference == bill.reference);
+            let payment = payments
+                .iter()
+                .find(|p| p.provider_id == provider.id && p.reference == bill.reference);
             let st = ledger::bills::bill_status(&bill.status, payment);
             if status.is_some_and(|want| BillStatus::from_str(st) != want) {
                 continue;
             }
-            out.push(Bill { link: link.clone(), provider: provider.clone(), bill, status: st, fetched_at: cached.fetched_at });
+            out.push(Bill {
+                link: link.clone(),
+                provider: provider.clone(),
+                bill,
+                status: st,
+                fetched_at: cached.fetched_at,
+            });
         }
     }
-    out.sort_by(|a, b| a.bill.due_date.cmp(&b.bill.due_date).then(a.bill.reference.cmp(&b.bill.reference)));
+    out.sort_by(|a, b| {
+        a.bill
+            .due_date
+            .cmp(&b.bill.due_date)
+            .then(a.bill.reference.cmp(&b.bill.reference))
+    });
     Ok(out)
 }
 
@@ -200,27 +234,48 @@ pub struct BillQueries;
 #[Object]
 impl BillQueries {
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn utility_providers(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<UtilityProvider>> {
-        Ok(ledger::bills::providers(&state(ctx).db).await.gql()?.into_iter().map(UtilityProvider).collect())
+    async fn utility_providers(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<UtilityProvider>> {
+        Ok(ledger::bills::providers(&state(ctx).db)
+            .await
+            .gql()?
+            .into_iter()
+            .map(UtilityProvider)
+            .collect())
     }
 
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn utility_links(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<UtilityLink>> {
         let v = viewer(ctx)?;
         let s = state(ctx);
-        let providers: HashMap<Uuid, utility_provider::Model> =
-            ledger::bills::providers(&s.db).await.gql()?.into_iter().map(|p| (p.id, p)).collect();
+        let providers: HashMap<Uuid, utility_provider::Model> = ledger::bills::providers(&s.db)
+            .await
+            .gql()?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
         Ok(ledger::bills::links(&s.db, v.user_id)
             .await
             .gql()?
             .into_iter()
-            .filter_map(|link| providers.get(&link.provider_id).cloned().map(|provider| UtilityLink { link, provider }))
+            .filter_map(|link| {
+                providers
+                    .get(&link.provider_id)
+                    .cloned()
+                    .map(|provider| UtilityLink { link, provider })
+            })
             .collect())
     }
 
     /// Across all the viewer's links, served from the cache.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn bills(&self, ctx: &Context<'_>, status: Option<BillStatus>) -> async_graphql::Result<Vec<Bill>> {
+    async fn bills(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<BillStatus>,
+    ) -> async_graphql::Result<Vec<Bill>> {
         let v = viewer(ctx)?;
         bills_of(state(ctx), v.user_id, status).await
     }
@@ -233,30 +288,63 @@ pub struct BillMutations;
 impl BillMutations {
     /// ADMIN. Registers a provider and its settlement account.
     #[graphql(guard = "Access::Admin", directive = access::apply("ADMIN".into()))]
-    async fn create_utility_provider(&self, ctx: &Context<'_>, input: CreateUtilityProviderInput) -> async_graphql::Result<UtilityProvider> {
+    async fn create_utility_provider(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateUtilityProviderInput,
+    ) -> async_graphql::Result<UtilityProvider> {
         let v = viewer(ctx)?;
-        let p = ledger::bills::create_provider(&state(ctx).db, &v, &input.name, input.kind.as_str(), &input.currency, &input.api_base_url)
-            .await
-            .gql()?;
+        let p = ledger::bills::create_provider(
+            &state(ctx).db,
+            &v,
+            &input.name,
+            input.kind.as_str(),
+            &input.currency,
+            &input.api_base_url,
+        )
+        .await
+        .gql()?;
         Ok(UtilityProvider(p))
     }
 
     /// Checks the customer number with the provider, links it, and fetches its bills.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn link_utility_account(&self, ctx: &Context<'_>, input: LinkUtilityAccountInput) -> async_graphql::Result<UtilityLink> {
+    async fn link_utility_account(
+        &self,
+        ctx: &Context<'_>,
+        input: LinkUtilityAccountInput,
+    ) -> async_graphql::Result<UtilityLink> {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let provider_id = parse_id(&input.provider_id, "provider")?;
-        let link = ledger::bills::link(&s.db, &v, provider_id, &input.customer_number, input.nickname.as_deref()).await.gql()?;
-        if let Err(e) = s.queues.push_refresh(RefreshBills { link_id: link.id }).await {
+        let link = ledger::bills::link(
+            &s.db,
+            &v,
+            provider_id,
+            &input.customer_number,
+            input.nickname.as_deref(),
+        )
+        .await
+        .gql()?;
+        if let Err(e) = s
+            .queues
+            .push_refresh(RefreshBills { link_id: link.id })
+            .await
+        {
             tracing::warn!(error = %e, "bill refresh push failed; the periodic refresh will fetch them");
         }
-        let provider = ledger::bills::provider(&s.db, link.provider_id).await.gql()?;
+        let provider = ledger::bills::provider(&s.db, link.provider_id)
+            .await
+            .gql()?;
         Ok(UtilityLink { link, provider })
     }
 
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn unlink_utility_account(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+    async fn unlink_utility_account(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "utility link")?;
         ledger::bills::unlink(&state(ctx).db, &v, id).await.gql()
@@ -279,16 +367,28 @@ impl BillMutations {
     /// A BILL_PAYMENT transfer to the provider; the bill is PROCESSING until
     /// the provider accepts the report, PAID after.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn pay_bill(&self, ctx: &Context<'_>, input: PayBillInput) -> async_graphql::Result<Transfer> {
+    async fn pay_bill(
+        &self,
+        ctx: &Context<'_>,
+        input: PayBillInput,
+    ) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let from_account_id = parse_id(&input.from_account_id, "account")?;
         let (link_id, _) = ledger::bills::parse_bill_id(input.bill_id.as_str()).gql()?;
         let cached = s.bills.get(link_id).await;
-        let bill = ledger::bills::resolve_bill(&s.db, &v, input.bill_id.as_str(), |_| cached).await.gql()?;
+        let bill = ledger::bills::resolve_bill(&s.db, &v, input.bill_id.as_str(), |_| cached)
+            .await
+            .gql()?;
         let amount = bill.bill.amount.clone();
-        let req = MoneyRequest::BillPayment { from_account_id, bill: Box::new(bill) };
-        let i = ledger::transfers::initiate(&s.db, &v, s.money, req, &amount, &input.idempotency_key).await.gql()?;
+        let req = MoneyRequest::BillPayment {
+            from_account_id,
+            bill: Box::new(bill),
+        };
+        let i =
+            ledger::transfers::initiate(&s.db, &v, s.money, req, &amount, &input.idempotency_key)
+                .await
+                .gql()?;
         Ok(super::transfers::hand_over(s, i).await)
     }
 }
@@ -300,7 +400,10 @@ pub struct BillSubscription;
 impl BillSubscription {
     /// The viewer's bills, each time a refresh finishes or a payment moves.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn bills_updated(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Vec<Bill>>> {
+    async fn bills_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Vec<Bill>>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
         let rx = s.events.subscribe();
@@ -318,7 +421,9 @@ impl BillSubscription {
             let user = v.user_id;
             async move {
                 match ev {
-                    LedgerEvent::BillsChanged { user_id } if user_id == user => bills_of(&s, user, None).await.ok(),
+                    LedgerEvent::BillsChanged { user_id } if user_id == user => {
+                        bills_of(&s, user, None).await.ok()
+                    }
                     _ => None,
                 }
             }

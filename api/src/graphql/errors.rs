@@ -34,7 +34,10 @@ impl<T> Gql<T> for Result<T, LedgerError> {
 /// without one.
 pub fn assign_codes(errors: &mut [ServerError], document_parses: bool) {
     for err in errors.iter_mut() {
-        let has_code = err.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
+        let has_code = err
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
         if has_code {
             continue;
         }
@@ -76,7 +79,9 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_their_cause() {
-        let e = to_gql(LedgerError::Internal("relation \"accounts\" does not exist".into()));
+        let e = to_gql(LedgerError::Internal(
+            "relation \"accounts\" does not exist".into(),
+        ));
         assert_eq!(e.message, "internal error");
     }
 }

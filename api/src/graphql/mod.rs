@@ -2,8 +2,8 @@
 
 pub mod access;
 pub mod accounts;
-pub mod bills;
 pub mod admin;
+pub mod bills;
 pub mod errors;
 pub mod loaders;
 pub mod notifications;
@@ -28,22 +28,43 @@ pub const MAX_DEPTH: usize = 15;
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(users::UserQueries, accounts::AccountQueries, transfers::TransferQueries, notifications::NotificationQueries, admin::AdminQueries, bills::BillQueries);
+pub struct QueryRoot(
+    users::UserQueries,
+    accounts::AccountQueries,
+    transfers::TransferQueries,
+    notifications::NotificationQueries,
+    admin::AdminQueries,
+    bills::BillQueries,
+);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(users::UserMutations, accounts::AccountMutations, transfers::TransferMutations, notifications::ContactMutations, admin::AdminMutations, bills::BillMutations);
+pub struct MutationRoot(
+    users::UserMutations,
+    accounts::AccountMutations,
+    transfers::TransferMutations,
+    notifications::ContactMutations,
+    admin::AdminMutations,
+    bills::BillMutations,
+);
 
 pub type CoreSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
 pub fn build_schema(introspection: bool) -> CoreSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), subscriptions::SubscriptionRoot::default())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+    let builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        subscriptions::SubscriptionRoot::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY);
     if introspection {
         builder.finish()
     } else {
         // Without introspection, "did you mean …" hints would leak the schema.
-        builder.disable_introspection().disable_suggestions().finish()
+        builder
+            .disable_introspection()
+            .disable_suggestions()
+            .finish()
     }
 }
 
@@ -73,7 +94,9 @@ pub fn viewer(ctx: &Context<'_>) -> async_graphql::Result<Viewer> {
     match ctx.data_opt::<Auth>() {
         Some(Auth::Viewer(v)) => Ok(v.clone()),
         Some(Auth::Invalid(msg)) => Err(unauthenticated(msg)),
-        _ => Err(unauthenticated("sign in first: send Authorization: Bearer <accessToken>")),
+        _ => Err(unauthenticated(
+            "sign in first: send Authorization: Bearer <accessToken>",
+        )),
     }
 }
 
@@ -86,7 +109,8 @@ pub fn admin(ctx: &Context<'_>) -> async_graphql::Result<Viewer> {
 pub fn parse_id(id: &async_graphql::ID, what: &'static str) -> async_graphql::Result<uuid::Uuid> {
     // A malformed id cannot name anything the viewer owns: same answer as a
     // well-formed id of someone else's object.
-    uuid::Uuid::parse_str(id.as_str()).map_err(|_| errors::to_gql(ledger::LedgerError::NotFound(what)))
+    uuid::Uuid::parse_str(id.as_str())
+        .map_err(|_| errors::to_gql(ledger::LedgerError::NotFound(what)))
 }
 
 /// Extra fields every connection has.
@@ -108,7 +132,9 @@ pub fn connection<T, N: async_graphql::OutputType>(
     let mut c = async_graphql::connection::Connection::with_additional_fields(
         after_given,
         page.has_next_page,
-        ConnectionTotal { total_count: page.total_count.min(i32::MAX as u64) as i32 },
+        ConnectionTotal {
+            total_count: page.total_count.min(i32::MAX as u64) as i32,
+        },
     );
     c.edges.extend(page.items.into_iter().map(|t| {
         let cur = cursor(&t).encode();

@@ -1,6 +1,6 @@
 //! The in-app inbox and saved payees.
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Enum};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use entity::{contact, notification};
 use ledger::page::{Cursor, PageRequest};
 
@@ -56,7 +56,12 @@ pub struct Contact {
 
 impl From<contact::Model> for Contact {
     fn from(c: contact::Model) -> Self {
-        Contact { id: ID(c.id.to_string()), name: c.name, account_number: c.account_number, created_at: DateTime(c.created_at) }
+        Contact {
+            id: ID(c.id.to_string()),
+            name: c.name,
+            account_number: c.account_number,
+            created_at: DateTime(c.created_at),
+        }
     }
 }
 
@@ -73,18 +78,38 @@ pub struct NotificationQueries;
 impl NotificationQueries {
     /// The viewer's notifications, newest first.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()), complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
-    async fn notifications(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Notification>> {
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<Notification>> {
         let v = viewer(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
-        let rows = ledger::notify::list(&state(ctx).db, v.user_id, page).await.gql()?;
-        Ok(connection(rows, page.after.is_some(), |n| Cursor { created_at: n.created_at, id: n.id }, Notification))
+        let rows = ledger::notify::list(&state(ctx).db, v.user_id, page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            page.after.is_some(),
+            |n| Cursor {
+                created_at: n.created_at,
+                id: n.id,
+            },
+            Notification,
+        ))
     }
 
     /// The viewer's saved payees.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
     async fn contacts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Contact>> {
         let v = viewer(ctx)?;
-        Ok(ledger::contacts::list(&state(ctx).db, &v).await.gql()?.into_iter().map(Contact::from).collect())
+        Ok(ledger::contacts::list(&state(ctx).db, &v)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Contact::from)
+            .collect())
     }
 }
 
@@ -95,9 +120,18 @@ pub struct ContactMutations;
 impl ContactMutations {
     /// Saves a payee; the account number must exist (confirmation of payee).
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn add_contact(&self, ctx: &Context<'_>, input: AddContactInput) -> async_graphql::Result<Contact> {
+    async fn add_contact(
+        &self,
+        ctx: &Context<'_>,
+        input: AddContactInput,
+    ) -> async_graphql::Result<Contact> {
         let v = viewer(ctx)?;
-        Ok(ledger::contacts::add(&state(ctx).db, &v, &input.name, &input.account_number).await.gql()?.into())
+        Ok(
+            ledger::contacts::add(&state(ctx).db, &v, &input.name, &input.account_number)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]

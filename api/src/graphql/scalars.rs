@@ -13,7 +13,9 @@ impl ScalarType for Decimal {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {
             Value::String(s) => Ok(Decimal(s)),
-            _ => Err(InputValueError::custom("Decimal must be a JSON string such as \"12.50\", not a number")),
+            _ => Err(InputValueError::custom(
+                "Decimal must be a JSON string such as \"12.50\", not a number",
+            )),
         }
     }
 

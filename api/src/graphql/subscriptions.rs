@@ -54,11 +54,17 @@ pub struct CoreSubscription;
 impl CoreSubscription {
     /// Owner or admin; one event per change of balance or availableBalance.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn balance_changed(&self, ctx: &Context<'_>, account_id: ID) -> async_graphql::Result<impl Stream<Item = BalanceUpdate>> {
+    async fn balance_changed(
+        &self,
+        ctx: &Context<'_>,
+        account_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = BalanceUpdate>> {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let id = parse_id(&account_id, "account")?;
-        ledger::accounts::get_for_viewer(&s.db, &v, id).await.gql()?;
+        ledger::accounts::get_for_viewer(&s.db, &v, id)
+            .await
+            .gql()?;
         let rx = s.events.subscribe();
         Ok(events(rx).filter_map(move |ev| async move {
             match ev {
@@ -77,13 +83,22 @@ impl CoreSubscription {
 
     /// The viewer's transfers (one account, or all of them) as they change.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn transfer_updated(&self, ctx: &Context<'_>, account_id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Transfer>> {
+    async fn transfer_updated(
+        &self,
+        ctx: &Context<'_>,
+        account_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = Transfer>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
         let account = match account_id {
             Some(id) => {
                 let id = parse_id(&id, "account")?;
-                Some(ledger::accounts::get_for_viewer(&s.db, &v, id).await.gql()?.id)
+                Some(
+                    ledger::accounts::get_for_viewer(&s.db, &v, id)
+                        .await
+                        .gql()?
+                        .id,
+                )
             }
             None => None,
         };
@@ -92,7 +107,9 @@ impl CoreSubscription {
             let s = s.clone();
             let v = v.clone();
             async move {
-                let LedgerEvent::Transfer(t) = ev else { return None };
+                let LedgerEvent::Transfer(t) = ev else {
+                    return None;
+                };
                 let mine = t.party_user_ids.contains(&v.user_id);
                 let matches = match account {
                     Some(a) => t.account_ids.contains(&a),
@@ -101,7 +118,9 @@ impl CoreSubscription {
                 if !matches {
                     return None;
                 }
-                let mut row = ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id).await.ok()?;
+                let mut row = ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id)
+                    .await
+                    .ok()?;
                 if row.status != t.status && t.status == ledger::transfers::PENDING {
                     // Settled before this subscriber read it: still announce
                     // PENDING first; the settlement event follows.
@@ -116,19 +135,33 @@ impl CoreSubscription {
 
     /// New notifications of the viewer.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn notification_received(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Notification>> {
+    async fn notification_received(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Notification>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
         let rx = s.events.subscribe();
         Ok(events(rx).filter_map(move |ev| {
             let s = s.clone();
             async move {
-                let LedgerEvent::Notification { user_id, notification_id } = ev else { return None };
+                let LedgerEvent::Notification {
+                    user_id,
+                    notification_id,
+                } = ev
+                else {
+                    return None;
+                };
                 if user_id != v.user_id {
                     return None;
                 }
                 use sea_orm::EntityTrait;
-                entity::notification::Entity::find_by_id(notification_id).one(&s.db).await.ok().flatten().map(Notification)
+                entity::notification::Entity::find_by_id(notification_id)
+                    .one(&s.db)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(Notification)
             }
         }))
     }

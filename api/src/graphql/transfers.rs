@@ -84,14 +84,24 @@ pub struct Parties {
 
 impl From<transfer::Model> for Transfer {
     fn from(model: transfer::Model) -> Self {
-        Transfer { model, parties: None }
+        Transfer {
+            model,
+            parties: None,
+        }
     }
 }
 
 /// Loads the accounts and holders of every transfer on a page at once, so a
 /// page costs the same number of statements whatever its size.
-async fn prefetch_parties(db: &sea_orm::DatabaseConnection, rows: &[transfer::Model]) -> async_graphql::Result<Arc<Parties>> {
-    let mut ids: Vec<Uuid> = rows.iter().flat_map(|t| [t.source_account_id, t.destination_account_id]).flatten().collect();
+async fn prefetch_parties(
+    db: &sea_orm::DatabaseConnection,
+    rows: &[transfer::Model],
+) -> async_graphql::Result<Arc<Parties>> {
+    let mut ids: Vec<Uuid> = rows
+        .iter()
+        .flat_map(|t| [t.source_account_id, t.destination_account_id])
+        .flatten()
+        .collect();
     ids.sort();
     ids.dedup();
     if ids.is_empty() {
@@ -102,7 +112,10 @@ async fn prefetch_parties(db: &sea_orm::DatabaseConnection, rows: &[transfer::Mo
     owners.sort();
     owners.dedup();
     let holder_names = ledger::accounts::holder_names(db, &owners).await.gql()?;
-    Ok(Arc::new(Parties { accounts: accounts.into_iter().map(|a| (a.id, a)).collect(), holder_names }))
+    Ok(Arc::new(Parties {
+        accounts: accounts.into_iter().map(|a| (a.id, a)).collect(),
+        holder_names,
+    }))
 }
 
 /// One side of a transfer as the viewer may see it.
@@ -126,8 +139,14 @@ impl Party {
     }
 }
 
-async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<Uuid>) -> async_graphql::Result<Option<Party>> {
-    let Some(id) = account_id else { return Ok(None) };
+async fn party(
+    ctx: &Context<'_>,
+    parties: Option<&Parties>,
+    account_id: Option<Uuid>,
+) -> async_graphql::Result<Option<Party>> {
+    let Some(id) = account_id else {
+        return Ok(None);
+    };
     if let Some(p) = parties
         && let Some(account) = p.accounts.get(&id)
     {
@@ -137,9 +156,17 @@ async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<
         };
         let v = viewer(ctx)?;
         let visible = v.is_admin() || account.owner_id == Some(v.user_id);
-        return Ok(Some(Party { account: account.clone(), holder_name, visible }));
+        return Ok(Some(Party {
+            account: account.clone(),
+            holder_name,
+            visible,
+        }));
     }
-    let Some(account) = ctx.data_unchecked::<super::loaders::Accounts>().load_one(id).await? else {
+    let Some(account) = ctx
+        .data_unchecked::<super::loaders::Accounts>()
+        .load_one(id)
+        .await?
+    else {
         return Ok(None);
     };
     let holder_name = match account.owner_id {
@@ -153,7 +180,11 @@ async fn party(ctx: &Context<'_>, parties: Option<&Parties>, account_id: Option<
     };
     let v = viewer(ctx)?;
     let visible = v.is_admin() || account.owner_id == Some(v.user_id);
-    Ok(Some(Party { account, holder_name, visible }))
+    Ok(Some(Party {
+        account,
+        holder_name,
+        visible,
+    }))
 }
 
 #[Object(directive = access::apply("OWNER_OR_ADMIN".into()))]
@@ -179,7 +210,12 @@ impl Transfer {
     }
     /// Null for WITHDRAWAL.
     async fn destination(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Party>> {
-        party(ctx, self.parties.as_deref(), self.model.destination_account_id).await
+        party(
+            ctx,
+            self.parties.as_deref(),
+            self.model.destination_account_id,
+        )
+        .await
     }
     async fn memo(&self) -> Option<&str> {
         self.model.memo.as_deref()
@@ -208,12 +244,22 @@ pub async fn list(
 ) -> async_graphql::Result<Conn<Transfer>> {
     let page = PageRequest::parse(first, after.as_deref()).gql()?;
     let db = &state(ctx).db;
-    let rows = ledger::transfers::list(db, account_ids, &filter, page).await.gql()?;
+    let rows = ledger::transfers::list(db, account_ids, &filter, page)
+        .await
+        .gql()?;
     let parties = prefetch_parties(db, &rows.items).await?;
-    Ok(connection(rows, page.after.is_some(), |t| Cursor { created_at: t.created_at, id: t.id }, |model| Transfer {
-        model,
-        parties: Some(parties.clone()),
-    }))
+    Ok(connection(
+        rows,
+        page.after.is_some(),
+        |t| Cursor {
+            created_at: t.created_at,
+            id: t.id,
+        },
+        |model| Transfer {
+            model,
+            parties: Some(parties.clone()),
+        },
+    ))
 }
 
 #[derive(InputObject)]
@@ -251,7 +297,10 @@ impl TransferQueries {
     async fn transfer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let id = parse_id(&id, "transfer")?;
-        Ok(ledger::transfers::get_for_viewer(&state(ctx).db, &v, id).await.gql()?.into())
+        Ok(ledger::transfers::get_for_viewer(&state(ctx).db, &v, id)
+            .await
+            .gql()?
+            .into())
     }
 
     /// The viewer's transfers in both directions, newest first.
@@ -273,9 +322,14 @@ impl TransferQueries {
                 let id = parse_id(&id, "account")?;
                 vec![ledger::accounts::get_for_viewer(db, &v, id).await.gql()?.id]
             }
-            None => ledger::transfers::owned_account_ids(db, v.user_id).await.gql()?,
+            None => ledger::transfers::owned_account_ids(db, v.user_id)
+                .await
+                .gql()?,
         };
-        let filter = TransferFilter { status: status.map(|s| s.as_str().into()), kind: kind.map(|k| k.as_str().into()) };
+        let filter = TransferFilter {
+            status: status.map(|s| s.as_str().into()),
+            kind: kind.map(|k| k.as_str().into()),
+        };
         list(ctx, Some(ids), filter, first, after).await
     }
 }
@@ -285,11 +339,20 @@ impl TransferQueries {
 /// and the recovery sweep will enqueue it.
 pub async fn hand_over(s: &AppState, initiated: ledger::transfers::Initiated) -> Transfer {
     if initiated.created {
-        queue::metrics::count("corebank_transfers_accepted_total", &format!("kind=\"{}\"", initiated.transfer.kind));
+        queue::metrics::count(
+            "corebank_transfers_accepted_total",
+            &format!("kind=\"{}\"", initiated.transfer.kind),
+        );
         // Publish before the job can run, so subscribers see PENDING before
         // COMPLETED even when settlement is quicker than the publish.
         queue::after_commit(&s.queues, &s.events, initiated.events).await;
-        if let Err(e) = s.queues.push_settlement(SettleTransfer { transfer_id: initiated.transfer.id }).await {
+        if let Err(e) = s
+            .queues
+            .push_settlement(SettleTransfer {
+                transfer_id: initiated.transfer.id,
+            })
+            .await
+        {
             tracing::warn!(transfer.id = %initiated.transfer.id, error = %e, "settlement push failed; recovery sweep will retry");
         }
     }
@@ -303,31 +366,57 @@ pub struct TransferMutations;
 impl TransferMutations {
     /// Simulated cash deposit into one of the viewer's accounts; PENDING until settled.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn deposit(&self, ctx: &Context<'_>, input: DepositInput) -> async_graphql::Result<Transfer> {
+    async fn deposit(
+        &self,
+        ctx: &Context<'_>,
+        input: DepositInput,
+    ) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let account_id = parse_id(&input.account_id, "account")?;
-        let i = ledger::transfers::initiate(&s.db, &v, s.money, MoneyRequest::Deposit { account_id }, &input.amount.0, &input.idempotency_key)
-            .await
-            .gql()?;
+        let i = ledger::transfers::initiate(
+            &s.db,
+            &v,
+            s.money,
+            MoneyRequest::Deposit { account_id },
+            &input.amount.0,
+            &input.idempotency_key,
+        )
+        .await
+        .gql()?;
         Ok(hand_over(s, i).await)
     }
 
     /// Simulated cash withdrawal; the amount is held at once.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn withdraw(&self, ctx: &Context<'_>, input: WithdrawInput) -> async_graphql::Result<Transfer> {
+    async fn withdraw(
+        &self,
+        ctx: &Context<'_>,
+        input: WithdrawInput,
+    ) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let account_id = parse_id(&input.account_id, "account")?;
-        let i = ledger::transfers::initiate(&s.db, &v, s.money, MoneyRequest::Withdraw { account_id }, &input.amount.0, &input.idempotency_key)
-            .await
-            .gql()?;
+        let i = ledger::transfers::initiate(
+            &s.db,
+            &v,
+            s.money,
+            MoneyRequest::Withdraw { account_id },
+            &input.amount.0,
+            &input.idempotency_key,
+        )
+        .await
+        .gql()?;
         Ok(hand_over(s, i).await)
     }
 
     /// Sends money to another account of the same currency.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn transfer(&self, ctx: &Context<'_>, input: TransferInput) -> async_graphql::Result<Transfer> {
+    async fn transfer(
+        &self,
+        ctx: &Context<'_>,
+        input: TransferInput,
+    ) -> async_graphql::Result<Transfer> {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let from_account_id = parse_id(&input.from_account_id, "account")?;
@@ -336,8 +425,21 @@ impl TransferMutations {
             None => None,
         };
         let to = Destination::from_options(input.to_account_number.clone(), contact).gql()?;
-        let req = MoneyRequest::Transfer { from_account_id, to, memo: input.memo.clone() };
-        let i = ledger::transfers::initiate(&s.db, &v, s.money, req, &input.amount.0, &input.idempotency_key).await.gql()?;
+        let req = MoneyRequest::Transfer {
+            from_account_id,
+            to,
+            memo: input.memo.clone(),
+        };
+        let i = ledger::transfers::initiate(
+            &s.db,
+            &v,
+            s.money,
+            req,
+            &input.amount.0,
+            &input.idempotency_key,
+        )
+        .await
+        .gql()?;
         Ok(hand_over(s, i).await)
     }
 }

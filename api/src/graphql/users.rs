@@ -17,7 +17,11 @@ pub enum Role {
 
 impl Role {
     pub fn from_str(s: &str) -> Role {
-        if s == "ADMIN" { Role::Admin } else { Role::Customer }
+        if s == "ADMIN" {
+            Role::Admin
+        } else {
+            Role::Customer
+        }
     }
 }
 
@@ -45,14 +49,29 @@ impl User {
     }
     /// The user's accounts, newest first (the user themself or an admin).
     #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + 1")]
-    async fn accounts(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Conn<Account>> {
+    async fn accounts(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<Account>> {
         let v = viewer(ctx)?;
         if v.user_id != self.0.id && !v.is_admin() {
             return Err(super::errors::to_gql(ledger::LedgerError::NotFound("user")));
         }
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
-        let rows = ledger::accounts::list(&state(ctx).db, Some(self.0.id), None, page).await.gql()?;
-        Ok(connection(rows, page.after.is_some(), |a| Cursor { created_at: a.created_at, id: a.id }, Account))
+        let rows = ledger::accounts::list(&state(ctx).db, Some(self.0.id), None, page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            page.after.is_some(),
+            |a| Cursor {
+                created_at: a.created_at,
+                id: a.id,
+            },
+            Account,
+        ))
     }
 }
 
@@ -66,7 +85,11 @@ pub struct AuthPayload {
 
 impl From<ledger::auth::Session> for AuthPayload {
     fn from(s: ledger::auth::Session) -> Self {
-        AuthPayload { access_token: s.access_token, refresh_token: s.refresh_token, user: User(s.user) }
+        AuthPayload {
+            access_token: s.access_token,
+            refresh_token: s.refresh_token,
+            user: User(s.user),
+        }
     }
 }
 
@@ -110,24 +133,43 @@ pub struct UserMutations;
 impl UserMutations {
     /// Creates a customer and signs them in. Public.
     #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
-    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> async_graphql::Result<AuthPayload> {
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> async_graphql::Result<AuthPayload> {
         let s = state(ctx);
-        let mut session = ledger::auth::register(&s.db, &s.keys, &s.identity, &input.email, &input.password, &input.full_name)
-            .await
-            .gql()?;
+        let mut session = ledger::auth::register(
+            &s.db,
+            &s.keys,
+            &s.identity,
+            &input.email,
+            &input.password,
+            &input.full_name,
+        )
+        .await
+        .gql()?;
         queue::after_commit(&s.queues, &s.events, std::mem::take(&mut session.events)).await;
         Ok(session.into())
     }
 
     /// Public. Fails with INVALID_CREDENTIALS whether the email exists or not.
     #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
-    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> async_graphql::Result<AuthPayload> {
-        use crate::limits::{LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_CLIENT, LOGIN_WINDOW, account_key};
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        use crate::limits::{
+            LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_CLIENT, LOGIN_WINDOW, account_key,
+        };
         let s = state(ctx);
         // Checked before the password: a locked account answers the same
         // whatever is typed, so guessing stops working for the window.
         let account = account_key(&input.email);
-        let client = ctx.data_opt::<super::ClientIp>().map(|ip| format!("login:ip:{}", ip.0));
+        let client = ctx
+            .data_opt::<super::ClientIp>()
+            .map(|ip| format!("login:ip:{}", ip.0));
         // Every attempt counts before the password is checked, so concurrent
         // guesses cannot all slip in under the limit; success resets.
         let mut limited = s.limiter.hit(&account, LOGIN_WINDOW).await > LOGIN_FAILURES_PER_ACCOUNT;
@@ -155,16 +197,29 @@ impl UserMutations {
 
     /// Public. Rotates: the presented token stops working.
     #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
-    async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> async_graphql::Result<AuthPayload> {
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> async_graphql::Result<AuthPayload> {
         let s = state(ctx);
-        Ok(ledger::auth::refresh(&s.db, &s.keys, &refresh_token).await.gql()?.into())
+        Ok(ledger::auth::refresh(&s.db, &s.keys, &refresh_token)
+            .await
+            .gql()?
+            .into())
     }
 
     /// Revokes the given refresh token.
     #[graphql(guard = "Access::Customer", directive = access::apply("CUSTOMER".into()))]
-    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> async_graphql::Result<bool> {
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
-        ledger::auth::logout(&state(ctx).db, &v, &refresh_token).await.gql()
+        ledger::auth::logout(&state(ctx).db, &v, &refresh_token)
+            .await
+            .gql()
     }
 
     /// Signs out everywhere: revokes every refresh token and every access
@@ -178,7 +233,11 @@ impl UserMutations {
     /// Public. Consumes the single-use token sent by email.
     #[graphql(guard = "Access::Public", directive = access::apply("PUBLIC".into()))]
     async fn verify_email(&self, ctx: &Context<'_>, token: String) -> async_graphql::Result<User> {
-        Ok(User(ledger::auth::verify_email(&state(ctx).db, &token).await.gql()?))
+        Ok(User(
+            ledger::auth::verify_email(&state(ctx).db, &token)
+                .await
+                .gql()?,
+        ))
     }
 
     /// Sends a fresh verification email (at most one a minute).
@@ -186,7 +245,9 @@ impl UserMutations {
     async fn resend_verification_email(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let v = viewer(ctx)?;
         let s = state(ctx);
-        let sent = ledger::auth::resend_verification(&s.db, &v, &s.identity).await.gql()?;
+        let sent = ledger::auth::resend_verification(&s.db, &v, &s.identity)
+            .await
+            .gql()?;
         let any = sent.is_some();
         queue::after_commit(&s.queues, &s.events, sent.into_iter().collect()).await;
         Ok(any)

@@ -2856,7 +2856,8 @@ impl MockProvider {
                 }
                 Ok(None) => {
                     let _ = child.wait().await;
-                    last_failure = format!("exited before it was ready; log:\n{}", log_tail(&log, 20));
+                    last_failure =
+                        format!("exited before it was ready; log:\n{}", log_tail(&log, 20));
                 }
                 Err(_) => {
                     let _ = child.start_kill();
@@ -2901,7 +2902,11 @@ impl MockProvider {
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET /_payments on the mock provider failed: {e}"));
-        assert!(response.status().is_success(), "GET /_payments answered {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET /_payments answered {}",
+            response.status()
+        );
         let value: Value = response.json().await.expect("/_payments answers JSON");
         value
             .as_array()

@@ -22,7 +22,11 @@ const BATCH: u64 = 500;
 
 /// Every linked utility account is refreshed this often (`BILLS_REFRESH_SECS`).
 pub fn bills_refresh_every() -> Duration {
-    std::env::var("BILLS_REFRESH_SECS").ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(15 * 60))
+    std::env::var("BILLS_REFRESH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(15 * 60))
 }
 
 pub async fn run(jobs: Arc<Jobs>, mut stop: watch::Receiver<bool>) {
@@ -51,7 +55,9 @@ pub async fn sweep_once(jobs: &Jobs) -> anyhow::Result<usize> {
     let before = chrono::Utc::now() - chrono::Duration::from_std(STALE_AFTER)?;
     let ids = ledger::transfers::claim_stale_pending(&jobs.db, before, BATCH).await?;
     for id in &ids {
-        jobs.queues.push_settlement(SettleTransfer { transfer_id: *id }).await?;
+        jobs.queues
+            .push_settlement(SettleTransfer { transfer_id: *id })
+            .await?;
     }
     if !ids.is_empty() {
         tracing::info!(count = ids.len(), "re-enqueued stale pending transfers");
@@ -59,12 +65,18 @@ pub async fn sweep_once(jobs: &Jobs) -> anyhow::Result<usize> {
     // Emails due for a (re)try: the first attempt whose push was lost, and
     // retries whose backoff has elapsed.
     for id in ledger::bills::claim_due_reports(&jobs.db, BATCH).await? {
-        jobs.queues.push_report(ledger::jobs::ReportBillPayment { payment_id: id }).await?;
+        jobs.queues
+            .push_report(ledger::jobs::ReportBillPayment { payment_id: id })
+            .await?;
     }
     if jobs.mailer.is_some() {
         let due = ledger::notify::claim_due_emails(&jobs.db, BATCH).await?;
         for id in &due {
-            jobs.queues.push_email(ledger::jobs::SendEmail { notification_id: *id }).await?;
+            jobs.queues
+                .push_email(ledger::jobs::SendEmail {
+                    notification_id: *id,
+                })
+                .await?;
         }
     }
     Ok(ids.len())
@@ -72,7 +84,9 @@ pub async fn sweep_once(jobs: &Jobs) -> anyhow::Result<usize> {
 
 async fn refresh_all_bills(jobs: &Jobs) -> anyhow::Result<()> {
     for link in ledger::bills::all_links(&jobs.db).await? {
-        jobs.queues.push_refresh(ledger::jobs::RefreshBills { link_id: link.id }).await?;
+        jobs.queues
+            .push_refresh(ledger::jobs::RefreshBills { link_id: link.id })
+            .await?;
     }
     Ok(())
 }

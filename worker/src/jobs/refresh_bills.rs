@@ -27,9 +27,16 @@ pub async fn handle(job: RefreshBills, jobs: Data<Arc<Jobs>>) -> Result<(), BoxD
         for attempt in 1..=ATTEMPTS {
             match ledger::bills::fetch_bills(&provider.api_base_url, &link.customer_number).await {
                 Ok(bills) => {
-                    let cached = CachedBills { fetched_at: chrono::Utc::now(), bills };
+                    let cached = CachedBills {
+                        fetched_at: chrono::Utc::now(),
+                        bills,
+                    };
                     jobs.bills.put(link.id, &cached).await;
-                    jobs.events.publish(vec![LedgerEvent::BillsChanged { user_id: link.user_id }]).await;
+                    jobs.events
+                        .publish(vec![LedgerEvent::BillsChanged {
+                            user_id: link.user_id,
+                        }])
+                        .await;
                     return Ok(());
                 }
                 Err(ProviderError::NotFound) => {
@@ -45,7 +52,11 @@ pub async fn handle(job: RefreshBills, jobs: Data<Arc<Jobs>>) -> Result<(), BoxD
             }
         }
         // Still notify: subscribers learn the refresh ended (with old data).
-        jobs.events.publish(vec![LedgerEvent::BillsChanged { user_id: link.user_id }]).await;
+        jobs.events
+            .publish(vec![LedgerEvent::BillsChanged {
+                user_id: link.user_id,
+            }])
+            .await;
         Ok(())
     }
     .instrument(span)

@@ -16,7 +16,9 @@ use crate::Jobs;
 pub async fn handle(job: ReportBillPayment, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("report_bill_payment", bill_payment.id = %job.payment_id);
     async move {
-        let Some(p) = ledger::bills::payment(&jobs.db, job.payment_id).await? else { return Ok(()) };
+        let Some(p) = ledger::bills::payment(&jobs.db, job.payment_id).await? else {
+            return Ok(());
+        };
         if p.reported_at.is_some() {
             return Ok(());
         }
@@ -26,7 +28,11 @@ pub async fn handle(job: ReportBillPayment, jobs: Data<Arc<Jobs>>) -> Result<(),
                 ledger::bills::mark_reported(&jobs.db, p.id).await?;
                 tracing::info!("bill payment reported");
                 if let Some(link) = ledger::bills::link_by_id(&jobs.db, p.link_id).await? {
-                    jobs.events.publish(vec![LedgerEvent::BillsChanged { user_id: link.user_id }]).await;
+                    jobs.events
+                        .publish(vec![LedgerEvent::BillsChanged {
+                            user_id: link.user_id,
+                        }])
+                        .await;
                 }
             }
             Err(e) => {

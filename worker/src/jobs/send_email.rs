@@ -16,8 +16,11 @@ use crate::mailer::SendError;
 pub async fn handle(job: SendEmail, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("send_email", notification.id = %job.notification_id);
     async move {
-        let Some(mailer) = &jobs.mailer else { return Ok(()) };
-        let Some((n, to)) = ledger::notify::claim_for_send(&jobs.db, job.notification_id).await? else {
+        let Some(mailer) = &jobs.mailer else {
+            return Ok(());
+        };
+        let Some((n, to)) = ledger::notify::claim_for_send(&jobs.db, job.notification_id).await?
+        else {
             // Already sent, dead-lettered, or claimed by another job.
             return Ok(());
         };
@@ -27,11 +30,19 @@ pub async fn handle(job: SendEmail, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynE
                 tracing::info!(notification.kind = %n.kind, "email sent");
             }
             Err(SendError::Transient(e)) => {
-                let status = ledger::notify::mark_attempt_failed(&jobs.db, n.id, &e, false, jobs.email_retry).await?;
+                let status = ledger::notify::mark_attempt_failed(
+                    &jobs.db,
+                    n.id,
+                    &e,
+                    false,
+                    jobs.email_retry,
+                )
+                .await?;
                 tracing::warn!(error = %e, email.status = status, "email attempt failed");
             }
             Err(SendError::Permanent(e)) => {
-                ledger::notify::mark_attempt_failed(&jobs.db, n.id, &e, true, jobs.email_retry).await?;
+                ledger::notify::mark_attempt_failed(&jobs.db, n.id, &e, true, jobs.email_retry)
+                    .await?;
                 tracing::warn!(error = %e, "email rejected permanently; dead-lettered");
             }
         }

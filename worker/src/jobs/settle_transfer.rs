@@ -19,8 +19,15 @@ pub async fn handle(job: SettleTransfer, jobs: Data<Arc<Jobs>>) -> Result<(), Bo
                     ledger::settlement::Outcome::Failed(_) => "FAILED",
                     ledger::settlement::Outcome::Skipped => "SKIPPED",
                 };
-                queue::metrics::count("corebank_settlements_total", &format!("status=\"{status}\""));
-                queue::metrics::observe("corebank_settlement_duration_seconds", "", started.elapsed().as_secs_f64());
+                queue::metrics::count(
+                    "corebank_settlements_total",
+                    &format!("status=\"{status}\""),
+                );
+                queue::metrics::observe(
+                    "corebank_settlement_duration_seconds",
+                    "",
+                    started.elapsed().as_secs_f64(),
+                );
                 queue::after_commit(&jobs.queues, &jobs.events, events).await;
                 Ok(())
             }
