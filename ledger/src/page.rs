@@ -38,6 +38,29 @@ impl Cursor {
     }
 }
 
+/// A row that can be paged: its keyset cursor.
+pub trait Keyed {
+    fn cursor(&self) -> Cursor;
+}
+
+macro_rules! keyed {
+    ($($model:ty),*) => {$(
+        impl Keyed for $model {
+            fn cursor(&self) -> Cursor {
+                Cursor { created_at: self.created_at, id: self.id }
+            }
+        }
+    )*};
+}
+
+keyed!(
+    entity::account::Model,
+    entity::transfer::Model,
+    entity::user::Model,
+    entity::notification::Model,
+    entity::audit_entry::Model
+);
+
 /// A validated page request.
 #[derive(Clone, Copy, Debug)]
 pub struct PageRequest {

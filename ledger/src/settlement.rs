@@ -174,7 +174,6 @@ pub async fn settle(
         }
     };
 
-    let src_model = t.source_account_id;
     let mut am: transfer::ActiveModel = t.clone().into();
     match outcome {
         Outcome::Completed => {
@@ -190,7 +189,6 @@ pub async fn settle(
     am.hold_minor = Set(0);
     let settled = am.update(&txn).await?;
     txn.commit().await?;
-    let _ = src_model;
     events.push(transfers::transfer_event(
         &settled,
         Some(&parties.0),

@@ -8,7 +8,7 @@ use super::scalars::{DateTime, Decimal};
 use super::transfers::{Transfer, TransferStatus};
 use super::users::User;
 use super::{Conn, Gql, connection, parse_id, state, viewer};
-use ledger::page::{Cursor, PageRequest};
+use ledger::page::PageRequest;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum AccountKind {
@@ -153,15 +153,7 @@ impl AccountQueries {
         let rows = ledger::accounts::list(&state(ctx).db, Some(v.user_id), None, page)
             .await
             .gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |a| Cursor {
-                created_at: a.created_at,
-                id: a.id,
-            },
-            Account,
-        ))
+        Ok(connection(rows, page.after.is_some(), Account))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, ID, Object};
 use entity::audit_entry;
-use ledger::page::{Cursor, PageRequest};
+use ledger::page::PageRequest;
 use ledger::transfers::TransferFilter;
 
 use super::access::{Access, access};
@@ -60,15 +60,7 @@ impl AdminQueries {
         let rows = ledger::admin::users(&state(ctx).db, search.as_deref(), page)
             .await
             .gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |u| Cursor {
-                created_at: u.created_at,
-                id: u.id,
-            },
-            User,
-        ))
+        Ok(connection(rows, page.after.is_some(), User))
     }
 
     /// ADMIN. Every customer account.
@@ -85,15 +77,7 @@ impl AdminQueries {
         let rows = ledger::accounts::list(&state(ctx).db, None, status.map(|s| s.as_str()), page)
             .await
             .gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |a| Cursor {
-                created_at: a.created_at,
-                id: a.id,
-            },
-            Account,
-        ))
+        Ok(connection(rows, page.after.is_some(), Account))
     }
 
     /// ADMIN. Every transfer.
@@ -125,15 +109,7 @@ impl AdminQueries {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
         let rows = ledger::admin::audit_log(&state(ctx).db, page).await.gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |a| Cursor {
-                created_at: a.created_at,
-                id: a.id,
-            },
-            AuditEntry,
-        ))
+        Ok(connection(rows, page.after.is_some(), AuditEntry))
     }
 
     /// ADMIN. The dead-letter list: notifications whose email could not be delivered.
@@ -147,15 +123,7 @@ impl AdminQueries {
         admin(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
         let rows = ledger::notify::failed(&state(ctx).db, page).await.gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |n| Cursor {
-                created_at: n.created_at,
-                id: n.id,
-            },
-            Notification,
-        ))
+        Ok(connection(rows, page.after.is_some(), Notification))
     }
 
     /// ADMIN. One line per currency in use; `net` is always zero.

@@ -123,10 +123,9 @@ pub struct ConnectionTotal {
 pub type Conn<N> = async_graphql::connection::Connection<String, N, ConnectionTotal>;
 
 /// Builds a Relay connection from a ledger page.
-pub fn connection<T, N: async_graphql::OutputType>(
+pub fn connection<T: ledger::page::Keyed, N: async_graphql::OutputType>(
     page: ledger::page::Page<T>,
     after_given: bool,
-    cursor: impl Fn(&T) -> ledger::page::Cursor,
     node: impl Fn(T) -> N,
 ) -> Conn<N> {
     let mut c = async_graphql::connection::Connection::with_additional_fields(
@@ -137,7 +136,7 @@ pub fn connection<T, N: async_graphql::OutputType>(
         },
     );
     c.edges.extend(page.items.into_iter().map(|t| {
-        let cur = cursor(&t).encode();
+        let cur = t.cursor().encode();
         async_graphql::connection::Edge::new(cur, node(t))
     }));
     c

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use entity::{contact, notification};
-use ledger::page::{Cursor, PageRequest};
+use ledger::page::PageRequest;
 
 use super::access::{Access, access};
 use super::scalars::DateTime;
@@ -89,15 +89,7 @@ impl NotificationQueries {
         let rows = ledger::notify::list(&state(ctx).db, v.user_id, page)
             .await
             .gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |n| Cursor {
-                created_at: n.created_at,
-                id: n.id,
-            },
-            Notification,
-        ))
+        Ok(connection(rows, page.after.is_some(), Notification))
     }
 
     /// The viewer's saved payees.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use entity::transfer;
 use ledger::jobs::SettleTransfer;
-use ledger::page::{Cursor, PageRequest};
+use ledger::page::PageRequest;
 use ledger::transfers::{Destination, MoneyRequest, TransferFilter};
 use uuid::Uuid;
 
@@ -248,18 +248,10 @@ pub async fn list(
         .await
         .gql()?;
     let parties = prefetch_parties(db, &rows.items).await?;
-    Ok(connection(
-        rows,
-        page.after.is_some(),
-        |t| Cursor {
-            created_at: t.created_at,
-            id: t.id,
-        },
-        |model| Transfer {
-            model,
-            parties: Some(parties.clone()),
-        },
-    ))
+    Ok(connection(rows, page.after.is_some(), |model| Transfer {
+        model,
+        parties: Some(parties.clone()),
+    }))
 }
 
 #[derive(InputObject)]

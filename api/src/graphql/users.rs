@@ -7,7 +7,7 @@ use super::access::{Access, access};
 use super::accounts::Account;
 use super::scalars::DateTime;
 use super::{Conn, Gql, connection, state, viewer};
-use ledger::page::{Cursor, PageRequest};
+use ledger::page::PageRequest;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Role {
@@ -63,15 +63,7 @@ impl User {
         let rows = ledger::accounts::list(&state(ctx).db, Some(self.0.id), None, page)
             .await
             .gql()?;
-        Ok(connection(
-            rows,
-            page.after.is_some(),
-            |a| Cursor {
-                created_at: a.created_at,
-                id: a.id,
-            },
-            Account,
-        ))
+        Ok(connection(rows, page.after.is_some(), Account))
     }
 }
 
