@@ -324,3 +324,94 @@ async fn two_workers_settle_a_single_transfer_once() {
     );
     assert_eq!(data["transfers"]["totalCount"], 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_with_a_transfer_to_a_frozen_account_settles_its_neighbours() {
+    // Transfers pile up while no worker runs, so the next worker finds them
+    // all at once and settles them in batches; one destination is frozen
+    // meanwhile. Its transfers fail alone, with their holds released; every
+    // other transfer in the same batches completes.
+    let mut app = TestApp::builder().workers(1).spawn().await;
+    let admin = app.admin().await;
+    let alice = app.register_random().await;
+    let bob = app.register_random().await;
+    let carol = app.register_random().await;
+    let a = app.funded_account(&alice, "USD", "500.00").await;
+    let b = app.open_account(&bob, "CHECKING", "USD").await;
+    let c = app.open_account(&carol, "CHECKING", "USD").await;
+    app.workers[0].kill9().await;
+
+    let mut to_carol = Vec::new();
+    for i in 0..60 {
+        let (dest, is_carol) = if i % 3 == 0 { (&c, true) } else { (&b, false) };
+        let t = app.transfer(&alice, &a.id, &dest.number, "1.00", &key()).await;
+        if is_carol {
+            to_carol.push(t["id"].as_str().unwrap().to_string());
+        }
+    }
+    let frozen = expect_data(
+        app.gql(
+            admin.token(),
+            "mutation F($id: ID!) { freezeAccount(id: $id, reason: \"batch test\") { status } }",
+            json!({"id": c.id}),
+        )
+        .await,
+    );
+    assert_eq!(frozen["freezeAccount"]["status"], "FROZEN");
+
+    let replacement = app.spawn_worker().await;
+    app.wait_no_pending(&admin, Duration::from_secs(60)).await;
+    app.assert_ledger_consistent().await;
+
+    for id in &to_carol {
+        let t = app.transfer_by_id(&alice, id).await;
+        assert_eq!(t["status"], "FAILED", "transfer to the frozen account: {t}");
+        assert_eq!(t["failureReason"], "ACCOUNT_FROZEN");
+    }
+    let b_now = app.account(&bob, &b.id).await;
+    assert_eq!(b_now["balance"], "40.00", "the 40 transfers to bob all settled");
+    let a_now = app.account(&alice, &a.id).await;
+    assert_eq!(a_now["balance"], "460.00");
+    assert_eq!(
+        a_now["availableBalance"], "460.00",
+        "every hold released, the failed ones' too"
+    );
+
+    // The replacement settled them in batches, not one per transaction.
+    let log = strip_ansi(&std::fs::read_to_string(&replacement.log).unwrap_or_default());
+    let largest_batch = log
+        .split("batch.size=")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.chars()
+                .take_while(|ch| ch.is_ascii_digit())
+                .collect::<String>()
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest_batch > 1,
+        "expected batched settlement in {}, largest batch {largest_batch}",
+        replacement.log.display()
+    );
+}
+
+/// Log lines may carry terminal colour codes between a field and its value.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}

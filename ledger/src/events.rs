@@ -23,6 +23,9 @@ pub struct TransferChanged {
     /// The status this event announces (the row may have moved on since).
     #[serde(default)]
     pub status: String,
+    /// The transfer's kind (DEPOSIT, TRANSFER, …), for metrics by kind.
+    #[serde(default)]
+    pub kind: String,
     /// Owners of either side, so a subscriber can filter without a query.
     pub party_user_ids: Vec<Uuid>,
     pub account_ids: Vec<Uuid>,

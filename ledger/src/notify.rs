@@ -90,39 +90,95 @@ pub async fn record(
     body: &str,
     dedup_key: &str,
 ) -> LedgerResult<Option<Uuid>> {
-    let id = Uuid::now_v7();
+    let draft = Draft {
+        user_id,
+        kind: kind.into(),
+        subject: subject.into(),
+        body: body.into(),
+        dedup_key: dedup_key.into(),
+    };
+    Ok(record_many(db, vec![draft]).await?.pop().flatten())
+}
+
+/// A notification not yet recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    pub user_id: Uuid,
+    pub kind: String,
+    pub subject: String,
+    pub body: String,
+    /// Unique per user: recording the same key twice records it once.
+    pub dedup_key: String,
+}
+
+/// Records many notifications with one statement (settlement records two
+/// per transfer, and a batch settles hundreds). Returns, per draft, the new
+/// notification's id, or None when its dedup key was already recorded.
+pub async fn record_many(
+    db: &impl ConnectionTrait,
+    drafts: Vec<Draft>,
+) -> LedgerResult<Vec<Option<Uuid>>> {
+    if drafts.is_empty() {
+        return Ok(vec![]);
+    }
     let t = now();
     let email = email_delivery_enabled();
-    let res = notification::Entity::insert(notification::ActiveModel {
-        id: Set(id),
-        user_id: Set(user_id),
-        kind: Set(kind.into()),
-        subject: Set(subject.into()),
-        body: Set(body.into()),
-        email_status: Set(if email { QUEUED } else { NOT_SENT }.into()),
-        dedup_key: Set(dedup_key.into()),
-        email_attempts: Set(0),
-        // The producer pushes the job right after commit; this lease keeps
-        // the sweep from pushing a duplicate unless that push was lost.
-        next_attempt_at: Set(email.then(|| t + Duration::seconds(ATTEMPT_LEASE_SECS / 4))),
-        last_error: Set(None),
-        created_at: Set(t),
-    })
-    .on_conflict(
-        OnConflict::columns([notification::Column::UserId, notification::Column::DedupKey])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    if res == 0 {
-        tracing::info!(notification.kind = kind, "notification already recorded");
-        return Ok(None);
-    }
-    if !email {
-        tracing::info!(notification.id = %id, notification.kind = kind, user.id = %user_id, "notification recorded (email delivery off)");
-    }
-    Ok(Some(id))
+    let ids: Vec<Uuid> = drafts.iter().map(|_| Uuid::now_v7()).collect();
+    let rows = drafts
+        .iter()
+        .zip(&ids)
+        .map(|(d, id)| notification::ActiveModel {
+            id: Set(*id),
+            user_id: Set(d.user_id),
+            kind: Set(d.kind.clone()),
+            subject: Set(d.subject.clone()),
+            body: Set(d.body.clone()),
+            email_status: Set(if email { QUEUED } else { NOT_SENT }.into()),
+            dedup_key: Set(d.dedup_key.clone()),
+            email_attempts: Set(0),
+            // The producer pushes the job right after commit; this lease keeps
+            // the sweep from pushing a duplicate unless that push was lost.
+            next_attempt_at: Set(email.then(|| t + Duration::seconds(ATTEMPT_LEASE_SECS / 4))),
+            last_error: Set(None),
+            created_at: Set(t),
+        });
+    let inserted = notification::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([notification::Column::UserId, notification::Column::DedupKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    // The ids are fresh, so when some rows lost to an existing dedup key the
+    // ones that exist now are exactly the ones this statement inserted.
+    let kept: std::collections::HashSet<Uuid> = if inserted as usize == ids.len() {
+        ids.iter().copied().collect()
+    } else {
+        notification::Entity::find()
+            .select_only()
+            .column(notification::Column::Id)
+            .filter(notification::Column::Id.is_in(ids.clone()))
+            .into_tuple::<Uuid>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    Ok(drafts
+        .iter()
+        .zip(ids)
+        .map(|(d, id)| {
+            if !kept.contains(&id) {
+                tracing::info!(notification.kind = %d.kind, "notification already recorded");
+                return None;
+            }
+            if !email {
+                tracing::info!(notification.id = %id, notification.kind = %d.kind, user.id = %d.user_id, "notification recorded (email delivery off)");
+            }
+            Some(id)
+        })
+        .collect())
 }
 
 /// Claims a queued notification for one email job and returns what the job

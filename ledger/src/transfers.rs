@@ -453,6 +453,7 @@ pub fn transfer_event(
     LedgerEvent::Transfer(TransferChanged {
         transfer_id: t.id,
         status: t.status.clone(),
+        kind: t.kind.clone(),
         party_user_ids,
         account_ids: [t.source_account_id, t.destination_account_id]
             .into_iter()

@@ -42,23 +42,24 @@ impl EventBus {
     /// Publishes after commit. Events are hints for live views, not the
     /// record: a lost event is repaired by the client re-querying.
     pub async fn publish(&self, events: Vec<LedgerEvent>) {
-        for event in events {
-            match &self.redis {
-                Some((conn, channel)) => {
-                    let Ok(payload) = serde_json::to_string(&event) else {
-                        continue;
-                    };
-                    let mut c = conn.clone();
-                    let res = redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload)
-                        .query_async::<i64>(&mut c)
-                        .await;
-                    if let Err(e) = res {
-                        tracing::warn!(error = %e, "event publish failed");
+        events.iter().for_each(count_settled);
+        match &self.redis {
+            Some((conn, channel)) => {
+                // One round trip for all of them: a settlement batch
+                // announces hundreds of events at once. Order is kept.
+                let mut pipe = redis::pipe();
+                for event in &events {
+                    if let Ok(payload) = serde_json::to_string(event) {
+                        pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
                     }
                 }
-                None => {
+                let mut c = conn.clone();
+                if let Err(e) = pipe.query_async::<()>(&mut c).await {
+                    tracing::warn!(error = %e, events = events.len(), "event publish failed");
+                }
+            }
+            None => {
+                for event in events {
                     let _ = self.local.send(event);
                 }
             }
@@ -67,6 +68,25 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<LedgerEvent> {
         self.local.subscribe()
+    }
+}
+
+/// Counts transfers that left PENDING. Every producer publishes its events
+/// here once, after its commit (the Redis relay below feeds subscribers
+/// without passing through `publish`), so each settlement counts once, in
+/// the process that made it.
+fn count_settled(event: &LedgerEvent) {
+    if let LedgerEvent::Transfer(t) = event
+        && (t.status == ledger::transfers::COMPLETED || t.status == ledger::transfers::FAILED)
+    {
+        crate::metrics::count(
+            "corebank_transfers_settled_total",
+            &format!(
+                "kind=\"{}\",status=\"{}\"",
+                crate::metrics::label(&t.kind),
+                t.status
+            ),
+        );
     }
 }
 

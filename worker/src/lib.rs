@@ -26,8 +26,6 @@ use queue::{
 };
 use sea_orm::DatabaseConnection;
 
-/// How many settlement jobs one process runs at once.
-pub const SETTLEMENT_CONCURRENCY: usize = 16;
 /// How often an idle worker asks the queue for work.
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// In-flight jobs get this long to finish on SIGTERM before being handed back.
@@ -90,6 +88,10 @@ pub async fn run(
     let (stop_sweep, sweep_stopped) = tokio::sync::watch::channel(false);
     let sweep = tokio::spawn(jobs::recover_pending::run(jobs.clone(), sweep_stopped));
 
+    let batching = jobs::settle_transfer::BatchSettings::from_env()
+        .map_err(|(var, why)| anyhow::anyhow!("{var}: {why}"))?;
+    let batcher = jobs::settle_transfer::SettlementBatcher::start(jobs.clone(), batching);
+
     let monitor = Monitor::new()
         .shutdown_timeout(SHUTDOWN_GRACE)
         .should_restart(|ctx, err| {
@@ -100,10 +102,14 @@ pub async fn run(
     // One worker per queue; the same shape on both backends (apalis has no
     // type-erased backend, hence the macro).
     macro_rules! register {
-        ($monitor:expr, $job:ty, $queue:expr, $name:expr, $concurrency:expr, $handler:path) => {
+        ($monitor:expr, $job:ty, $queue:expr, $name:expr, $concurrency:expr, $data:expr, $handler:path) => {
             match &jobs.queues {
                 q @ Queues::Redis { conn, .. } => {
-                    let (conn, config, data) = (conn.clone(), q.redis_config($queue), jobs.clone());
+                    // Fetch as many jobs per round trip as may run at once.
+                    let config = q
+                        .redis_config($queue)
+                        .batch_size($concurrency.clamp(10, 500));
+                    let (conn, data) = (conn.clone(), $data);
                     $monitor.register(move |_| {
                         let backend =
                             RedisStorage::<$job>::new(conn.clone()).with_config(config.clone());
@@ -115,8 +121,12 @@ pub async fn run(
                     })
                 }
                 q @ Queues::Embedded { pool, .. } => {
-                    let (pool, config, data) =
-                        (pool.clone(), q.sqlite_config($queue), jobs.clone());
+                    let (pool, config, data) = (
+                        pool.clone(),
+                        q.sqlite_config($queue)
+                            .batch_size($concurrency.clamp(10, 500)),
+                        $data,
+                    );
                     $monitor.register(move |_| {
                         let backend = SqliteStorage::<$job>::new(&pool).with_config(config.clone());
                         WorkerBuilder::new(worker_name($name))
@@ -134,7 +144,8 @@ pub async fn run(
         SettleTransfer,
         SETTLEMENT_QUEUE,
         "settlement",
-        SETTLEMENT_CONCURRENCY,
+        batching.job_concurrency(),
+        batcher.clone(),
         jobs::settle_transfer::handle
     );
     let monitor = register!(
@@ -143,6 +154,7 @@ pub async fn run(
         EMAIL_QUEUE,
         "email",
         EMAIL_CONCURRENCY,
+        jobs.clone(),
         jobs::send_email::handle
     );
     let monitor = register!(
@@ -151,6 +163,7 @@ pub async fn run(
         BILLS_QUEUE,
         "bills",
         8,
+        jobs.clone(),
         jobs::refresh_bills::handle
     );
     let monitor = register!(
@@ -159,6 +172,7 @@ pub async fn run(
         REPORTS_QUEUE,
         "bill-reports",
         8,
+        jobs.clone(),
         jobs::report_bill_payment::handle
     );
     let result = monitor
