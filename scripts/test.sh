@@ -54,6 +54,14 @@ cargo build --workspace --bins --tests
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 
+# Benchmark smoke run: a fresh api + worker (the debug binaries built above)
+# under a tiny load through every bench scenario and output writer; fails
+# when anything does (a transfer that never settles, a missing file).
+# Outputs go to a temporary directory. Skip with COREBANK_BENCH_SMOKE=0.
+if [ "${COREBANK_BENCH_SMOKE:-1}" = 1 ]; then
+    bash bench/run.sh --smoke --no-build || status=$?
+fi
+
 # Doc tests are skipped: each doc example is compiled as its own crate, which
 # is slow on this 2-core machine, and the crates carry no runnable doc examples.
 # Opt in with COREBANK_DOCTESTS=1.

@@ -53,6 +53,20 @@ pub async fn run(
     } else {
         None
     };
+    let holds = ledger::batch::BatchLimits::from_env(
+        "HOLD",
+        ledger::batch::BatchLimits {
+            size_max: 128,
+            linger: std::time::Duration::from_millis(1),
+            in_flight_max: 2,
+        },
+    )
+    .unwrap_or_else(|(var, why)| worker::process::fail_config(&var, &why));
+    ledger::transfers::enable_hold_batching(db.clone(), holds);
+    worker::process::track_pool("api", &db);
+    if let Some(w) = &worker_db {
+        worker::process::track_pool("worker", w);
+    }
     let (queues, events) = match &config.redis_url {
         Some(url) => (
             Queues::redis(url, &config.redis_prefix)

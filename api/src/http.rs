@@ -336,7 +336,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
     let statements = worker::process::API_DB_STATEMENTS.load(Ordering::Relaxed);
     let worker_statements = worker::process::WORKER_DB_STATEMENTS.load(Ordering::Relaxed);
     let sockets = crate::metrics::SUBSCRIPTION_SOCKETS.load(Ordering::Relaxed);
@@ -354,6 +354,6 @@ async fn metrics() -> Response {
          # TYPE corebank_up gauge\n\
          corebank_up 1\n"
     );
-    let body = body + &queue::metrics::render();
+    let body = body + &crate::metrics::render_scrape_time(&state).await + &queue::metrics::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -344,7 +344,9 @@ async fn a_batch_with_a_transfer_to_a_frozen_account_settles_its_neighbours() {
     let mut to_carol = Vec::new();
     for i in 0..60 {
         let (dest, is_carol) = if i % 3 == 0 { (&c, true) } else { (&b, false) };
-        let t = app.transfer(&alice, &a.id, &dest.number, "1.00", &key()).await;
+        let t = app
+            .transfer(&alice, &a.id, &dest.number, "1.00", &key())
+            .await;
         if is_carol {
             to_carol.push(t["id"].as_str().unwrap().to_string());
         }
@@ -369,7 +371,10 @@ async fn a_batch_with_a_transfer_to_a_frozen_account_settles_its_neighbours() {
         assert_eq!(t["failureReason"], "ACCOUNT_FROZEN");
     }
     let b_now = app.account(&bob, &b.id).await;
-    assert_eq!(b_now["balance"], "40.00", "the 40 transfers to bob all settled");
+    assert_eq!(
+        b_now["balance"], "40.00",
+        "the 40 transfers to bob all settled"
+    );
     let a_now = app.account(&alice, &a.id).await;
     assert_eq!(a_now["balance"], "460.00");
     assert_eq!(

@@ -1,233 +1,359 @@
-//! `transfers`: end-to-end transfer throughput against a raw-SQL ceiling
-//! measured in the same run on the same PostgreSQL.
+//! Transfers end to end: GraphQL `transfer` mutations from `clients`
+//! concurrent clients, settled by the workers, observed through
+//! `transferUpdated` subscriptions.
 //!
-//! The baseline runs, per transfer, what a correct settlement needs (lock
-//! two accounts in id order, check funds, update both balances, insert two
-//! ledger entries and a transfer row, commit) on scratch tables; the
-//! end-to-end part sends GraphQL `transfer` mutations from `clients`
-//! concurrent tasks and waits until the workers have settled every one.
-//! Start the api with a high `RATE_LIMIT_PER_MINUTE` and with
-//! `BOOTSTRAP_ADMIN_*` matching `--admin-email/--admin-password`.
+//! Setup goes through the API like a customer would: register users, open
+//! several accounts per user (argon2 makes registration the slow part, and
+//! the API has no per-user account cap), deposit into each. Every bench
+//! user keeps one WebSocket with `transferUpdated` (no `accountId`: all of
+//! its transfers, both directions), so a transfer's completion time is the
+//! arrival of its first `COMPLETED` event at the client, whichever party's
+//! socket brings it. The sockets are open before the funding deposits, and
+//! setup waits for every deposit's `COMPLETED`: that proves every socket
+//! delivers before the clock starts.
+//!
+//! Per (mode, clients): the closed loop sends transfers for `duration`;
+//! then the run waits until every one of them is settled. Settled
+//! transfers/s = transfers ÷ (last `COMPLETED` arrival − first mutation).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rand::Rng;
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
-use serde_json::{Value, json};
+use futures::StreamExt;
+use serde_json::json;
 
-pub struct Args {
+use crate::api::{self, Account, gql};
+use crate::baseline::{HOT_ACCOUNTS, Mode, pick_pair};
+use crate::load::{Run, closed_loop};
+
+/// The bench users and their accounts, shared with the reads scenario.
+pub struct Pool {
     pub url: String,
-    pub db: String,
-    pub admin_email: String,
-    pub admin_password: String,
-    pub accounts: usize,
-    pub per_client: usize,
-    pub clients: Vec<usize>,
+    pub emails: Vec<String>,
+    pub tokens: Vec<String>,
+    pub accounts: Vec<Account>,
+    /// When the tokens were issued: access tokens live 15 minutes.
+    pub issued: Instant,
+    tracker: Arc<Tracker>,
+    sockets: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn gql(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-    query: &str,
-    vars: Value,
-) -> anyhow::Result<Value> {
-    let mut req = http
-        .post(format!("{url}/graphql"))
-        .json(&json!({"query": query, "variables": vars}));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let v: Value = req.send().await?.json().await?;
-    if let Some(e) = v.get("errors") {
-        bail!("graphql error: {e}");
-    }
-    Ok(v["data"].clone())
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        f64::NAN
-    } else {
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for s in &self.sockets {
+            s.abort();
+        }
     }
 }
 
-/// Raw-SQL single-transfer transactions per second at `clients` concurrency.
-async fn baseline(
-    db_url: &str,
-    clients: usize,
-    per_client: usize,
-    accounts: usize,
-) -> anyhow::Result<f64> {
-    let db = Database::connect(db_url).await?;
-    let ddl = [
-        "DROP TABLE IF EXISTS bench_entries, bench_transfers, bench_accounts",
-        "CREATE TABLE bench_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)",
-        "CREATE TABLE bench_transfers (id BIGSERIAL PRIMARY KEY, src BIGINT, dst BIGINT, amount BIGINT, status TEXT)",
-        "CREATE TABLE bench_entries (id BIGSERIAL PRIMARY KEY, transfer_id BIGINT, account_id BIGINT, amount BIGINT)",
-    ];
-    for s in ddl {
-        db.execute_unprepared(s).await?;
-    }
-    db.execute_unprepared(&format!(
-        "INSERT INTO bench_accounts SELECT g, 100000000 FROM generate_series(1, {accounts}) g"
-    ))
-    .await?;
-    let db = Arc::new(db);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let db = db.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_client {
-                    let (a, b) = {
-                        let mut r = rand::rng();
-                        let a = r.random_range(1..=accounts as i64);
-                        let mut b = r.random_range(1..=accounts as i64);
-                        if b == a {
-                            b = a % accounts as i64 + 1;
-                        }
-                        (a, b)
-                    };
-                    let (lo, hi) = (a.min(b), a.max(b));
-                    let txn = db.begin().await?;
-                    let q = |s: String| Statement::from_string(DbBackend::Postgres, s);
-                    txn.query_all_raw(q(format!("SELECT id, balance FROM bench_accounts WHERE id IN ({lo}, {hi}) ORDER BY id FOR UPDATE"))).await?;
-                    txn.execute_raw(q(format!("UPDATE bench_accounts SET balance = balance - 1 WHERE id = {a}"))).await?;
-                    txn.execute_raw(q(format!("UPDATE bench_accounts SET balance = balance + 1 WHERE id = {b}"))).await?;
-                    let row = txn
-                        .query_one_raw(q(format!("INSERT INTO bench_transfers (src, dst, amount, status) VALUES ({a}, {b}, 1, 'COMPLETED') RETURNING id")))
-                        .await?
-                        .context("no id")?;
-                    let id: i64 = row.try_get("", "id")?;
-                    txn.execute_raw(q(format!("INSERT INTO bench_entries (transfer_id, account_id, amount) VALUES ({id}, {a}, -1), ({id}, {b}, 1)"))).await?;
-                    txn.commit().await?;
-                }
-                anyhow::Ok(())
+/// First `COMPLETED`/`FAILED` event per transfer id, as it reached the client.
+#[derive(Default)]
+struct Tracker {
+    done: Mutex<HashMap<String, Settled>>,
+}
+
+#[derive(Clone)]
+struct Settled {
+    at: Instant,
+    status: String,
+    reason: Option<String>,
+}
+
+/// Deposited into every bench account: the largest single deposit allowed,
+/// enough for 100 million 0.01 transfers.
+const FUNDING: &str = "1000000";
+
+const TRANSFER_EVENTS: &str = "subscription { transferUpdated { id status failureReason } }";
+
+impl Pool {
+    /// Registers `ceil(accounts / per_user)` users, subscribes each to its
+    /// transfers, opens and funds `accounts` accounts (account `i` belongs
+    /// to user `i % users`, so the hot-spot accounts `0..10` have distinct
+    /// owners), and waits until every deposit is settled.
+    pub async fn setup(
+        http: &reqwest::Client,
+        url: &str,
+        accounts: usize,
+        per_user: usize,
+    ) -> anyhow::Result<Pool> {
+        let accounts = accounts.max(HOT_ACCOUNTS);
+        let users = accounts.div_ceil(per_user.max(1));
+        let started = Instant::now();
+        // Registration hashes a password with argon2 (CPU-bound on the
+        // api): more in flight than cores only queues.
+        let registered: Vec<(String, String)> = futures::stream::iter(0..users)
+            .map(|u| {
+                let http = http.clone();
+                async move { api::register(&http, url, &format!("u{u}")).await }
             })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
+            .buffered(4)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        let (emails, tokens): (Vec<_>, Vec<_>) = registered.into_iter().unzip();
+        let issued = Instant::now();
+
+        let tracker = Arc::new(Tracker::default());
+        let mut sockets = Vec::new();
+        for t in &tokens {
+            let mut ws = api::connect(url, t).await?;
+            api::subscribe(&mut ws, "t", TRANSFER_EVENTS, json!({})).await?;
+            sockets.push(tokio::spawn(listen(ws, tracker.clone())));
+        }
+        // A subscribe message has no acknowledgement; give the api a moment
+        // to register the streams before the first event they must see.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let opened: Vec<Account> = futures::stream::iter(0..accounts)
+            .map(|i| {
+                let (http, token) = (http.clone(), tokens[i % users].clone());
+                async move { api::funded_account(&http, url, i % users, &token, FUNDING).await }
+            })
+            .buffered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        let pool = Pool {
+            url: url.to_owned(),
+            emails,
+            tokens,
+            accounts: opened,
+            issued,
+            tracker,
+            sockets,
+        };
+        let deposits: Vec<(String, usize)> = pool
+            .accounts
+            .iter()
+            .map(|a| (a.funding.clone(), a.owner))
+            .collect();
+        let missed = pool.wait_settled(http, &deposits).await?;
+        if missed > 0 {
+            bail!(
+                "{missed} funding deposits settled but their COMPLETED event never reached a transferUpdated socket"
+            );
+        }
+        eprintln!(
+            "[bench] setup: {users} users, {} accounts funded in {:.1} s",
+            pool.accounts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(pool)
     }
-    let tps = (clients * per_client) as f64 / started.elapsed().as_secs_f64();
-    db.execute_unprepared("DROP TABLE IF EXISTS bench_entries, bench_transfers, bench_accounts")
-        .await?;
-    Ok(tps)
-}
 
-struct Account {
-    token: String,
-    id: String,
-    number: String,
-}
-
-async fn setup(http: &reqwest::Client, a: &Args) -> anyhow::Result<Vec<Account>> {
-    let mut out = Vec::new();
-    for i in 0..a.accounts {
-        let email = format!("bench-{}-{i}@example.test", uuid::Uuid::new_v4().simple());
-        let reg = gql(http, &a.url, None, "mutation($e: String!) { register(input: {email: $e, password: \"correct horse battery\", fullName: \"Bench\"}) { accessToken } }", json!({"e": email})).await?;
-        let token = reg["register"]["accessToken"]
-            .as_str()
-            .context("token")?
-            .to_owned();
-        let acc = gql(
-            http,
-            &a.url,
-            Some(&token),
-            "mutation { openAccount(input: {kind: CHECKING, currency: \"USD\"}) { id number } }",
-            json!({}),
-        )
-        .await?;
-        let id = acc["openAccount"]["id"].as_str().context("id")?.to_owned();
-        let number = acc["openAccount"]["number"]
-            .as_str()
-            .context("number")?
-            .to_owned();
-        gql(http, &a.url, Some(&token), "mutation($a: ID!) { deposit(input: {accountId: $a, amount: \"1000000\", idempotencyKey: \"fund\"}) { id } }", json!({"a": id})).await?;
-        out.push(Account { token, id, number });
-    }
-    Ok(out)
-}
-
-async fn wait_settled(http: &reqwest::Client, url: &str, admin: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let d = gql(
-            http,
-            url,
-            Some(admin),
-            "{ allTransfers(status: PENDING, first: 1) { totalCount } }",
-            json!({}),
-        )
-        .await?;
-        if d["allTransfers"]["totalCount"] == 0 {
+    /// Logs every user in again when the tokens are near their 15-minute
+    /// expiry (HTTP use only; the transfer sockets are not renewed).
+    pub async fn refresh_tokens(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        if self.issued.elapsed() < Duration::from_secs(10 * 60) {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            bail!("transfers still pending after 600 s");
+        for (i, email) in self.emails.iter().enumerate() {
+            self.tokens[i] = api::login(http, &self.url, email, api::PASSWORD).await?;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.issued = Instant::now();
+        Ok(())
+    }
+
+    /// Waits until every `(transfer id, owner)` has a settled event. No
+    /// fixed deadline (a backlog at 64 clients takes a while): it fails
+    /// when settlement makes no progress for `STALL`. Transfers whose event
+    /// never came are then looked up over HTTP: settled ones are counted as
+    /// missed events (returned), pending ones fail the run.
+    async fn wait_settled(
+        &self,
+        http: &reqwest::Client,
+        ids: &[(String, usize)],
+    ) -> anyhow::Result<usize> {
+        const STALL: Duration = Duration::from_secs(30);
+        let mut missing: Vec<&(String, usize)> = ids.iter().collect();
+        let mut progress = Instant::now();
+        while !missing.is_empty() && progress.elapsed() < STALL {
+            let before = missing.len();
+            {
+                let done = self.tracker.done.lock().unwrap();
+                missing.retain(|(id, _)| !done.contains_key(id));
+            }
+            if missing.len() < before {
+                progress = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let done = self.tracker.done.lock().unwrap().clone();
+        for (id, _) in ids {
+            if let Some(s) = done.get(id)
+                && s.status != "COMPLETED"
+            {
+                bail!(
+                    "transfer {id} ended {}: {}",
+                    s.status,
+                    s.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+        let mut pending = 0;
+        for (id, owner) in &missing {
+            let d = gql(
+                http,
+                &self.url,
+                Some(&self.tokens[*owner]),
+                "query($id: ID!) { transfer(id: $id) { status } }",
+                json!({"id": id}),
+            )
+            .await?;
+            match d["transfer"]["status"].as_str() {
+                Some("COMPLETED") => {}
+                Some("PENDING") => pending += 1,
+                other => bail!("transfer {id} is {other:?}"),
+            }
+        }
+        if pending > 0 {
+            bail!(
+                "{pending} transfers still PENDING after {} s without progress",
+                STALL.as_secs()
+            );
+        }
+        Ok(missing.len())
     }
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let login = gql(&http, &a.url, None, "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }", json!({"e": a.admin_email, "p": a.admin_password})).await?;
-    let admin = login["login"]["accessToken"]
-        .as_str()
-        .context("admin token")?
-        .to_owned();
-    let accounts = Arc::new(setup(&http, &a).await?);
-    wait_settled(&http, &a.url, &admin).await?;
-    println!(
-        "| clients | raw SQL transfers/s | settled transfers/s | ratio | mutation p50 / p99 |"
-    );
-    println!("| --- | --- | --- | --- | --- |");
-    for &clients in &a.clients {
-        let raw = baseline(&a.db, clients, a.per_client, a.accounts).await?;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..clients)
-            .map(|c| {
-                let (http, url, accounts) = (http.clone(), a.url.clone(), accounts.clone());
-                let per_client = a.per_client;
-                tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(per_client);
-                    for i in 0..per_client {
-                        let (from, to) = {
-                            let mut r = rand::rng();
-                            let f = r.random_range(0..accounts.len());
-                            let mut t = r.random_range(0..accounts.len());
-                            if t == f {
-                                t = (f + 1) % accounts.len();
-                            }
-                            (f, t)
-                        };
-                        let s = Instant::now();
-                        gql(&http, &url, Some(&accounts[from].token), "mutation($f: ID!, $n: String!, $k: String!) { transfer(input: {fromAccountId: $f, toAccountNumber: $n, amount: \"0.01\", idempotencyKey: $k}) { id } }",
-                            json!({"f": accounts[from].id, "n": accounts[to].number, "k": format!("b-{clients}-{c}-{i}-{}", uuid::Uuid::new_v4().simple())})).await?;
-                        lat.push(s.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    anyhow::Ok(lat)
-                })
-            })
-            .collect();
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await??);
+/// Records the first settled event of each transfer seen on one socket.
+async fn listen(mut ws: api::Ws, tracker: Arc<Tracker>) {
+    loop {
+        let payload = match api::next_event(&mut ws).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("[bench] transferUpdated socket failed: {e}");
+                return;
+            }
+        };
+        let at = Instant::now();
+        let t = &payload["data"]["transferUpdated"];
+        let status = t["status"].as_str().unwrap_or_default();
+        if status == "COMPLETED" || status == "FAILED" {
+            let id = t["id"].as_str().unwrap_or_default().to_owned();
+            let reason = t["failureReason"].as_str().map(str::to_owned);
+            tracker.done.lock().unwrap().entry(id).or_insert(Settled {
+                at,
+                status: status.to_owned(),
+                reason,
+            });
         }
-        wait_settled(&http, &a.url, &admin).await?;
-        let settled = (clients * a.per_client) as f64 / started.elapsed().as_secs_f64();
-        lat.sort_by(f64::total_cmp);
-        println!(
-            "| {clients} | {raw:.0} | {settled:.0} | {:.2} | {:.1} ms / {:.1} ms |",
-            settled / raw,
-            pct(&lat, 0.5),
-            pct(&lat, 0.99)
-        );
     }
-    Ok(())
+}
+
+/// What one (mode, clients) end-to-end run measured.
+pub struct E2e {
+    pub mode: Mode,
+    pub clients: usize,
+    pub accounts: usize,
+    pub transfers: usize,
+    /// Transfers ÷ (last settlement seen − first mutation sent).
+    pub settled_per_s: f64,
+    /// Mutation replies per second during the sending window.
+    pub accepted_per_s: f64,
+    /// Settled events that never came (transfer found COMPLETED by query).
+    pub events_missed: usize,
+    pub mutation_ms: Vec<f64>,
+    /// Mutation sent → `COMPLETED` event at the client.
+    pub completed_ms: Vec<f64>,
+    /// Mutation reply → `COMPLETED` event at the client.
+    pub reply_to_completed_ms: Vec<f64>,
+}
+
+/// A transfer the api accepted: its id, the sender (an index into the
+/// bench users), and when the mutation was sent and answered.
+struct Accepted {
+    id: String,
+    owner: usize,
+    sent: Instant,
+    replied: Instant,
+}
+
+/// One end-to-end run: `clients` send 0.01 USD transfers for `duration`.
+pub async fn run(
+    http: &reqwest::Client,
+    pool: &Pool,
+    mode: Mode,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<E2e> {
+    let n = match mode {
+        Mode::Uniform => pool.accounts.len(),
+        Mode::Hot => HOT_ACCOUNTS,
+    };
+    let accounts: Arc<Vec<Account>> = Arc::new(pool.accounts[..n].to_vec());
+    let tokens = Arc::new(pool.tokens.clone());
+    let sent: Arc<Mutex<Vec<Accepted>>> = Arc::default();
+    let (h, url, rec) = (http.clone(), pool.url.clone(), sent.clone());
+    let run: Run = closed_loop(clients, duration, move |_, _| {
+        let (http, url, accounts, tokens, rec) = (
+            h.clone(),
+            url.clone(),
+            accounts.clone(),
+            tokens.clone(),
+            rec.clone(),
+        );
+        async move {
+            let (f, t) = pick_pair(accounts.len());
+            let (from, to) = (&accounts[f], &accounts[t]);
+            let s = Instant::now();
+            let d = gql(
+                &http,
+                &url,
+                Some(&tokens[from.owner]),
+                "mutation($f: ID!, $n: String!, $k: String!) { transfer(input: {fromAccountId: $f, toAccountNumber: $n, amount: \"0.01\", idempotencyKey: $k}) { id status } }",
+                json!({"f": from.id, "n": to.number, "k": uuid::Uuid::new_v4().to_string()}),
+            )
+            .await?;
+            let replied = Instant::now();
+            let id = d["transfer"]["id"].as_str().context("transfer id")?.to_owned();
+            rec.lock().unwrap().push(Accepted {
+                id,
+                owner: from.owner,
+                sent: s,
+                replied,
+            });
+            Ok(())
+        }
+    })
+    .await?;
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    let ids: Vec<(String, usize)> = sent.iter().map(|a| (a.id.clone(), a.owner)).collect();
+    let events_missed = pool.wait_settled(http, &ids).await?;
+    let waited = Instant::now();
+
+    let done = pool.tracker.done.lock().unwrap();
+    let mut last = run.started;
+    let (mut completed_ms, mut reply_to_completed_ms) = (Vec::new(), Vec::new());
+    for a in &sent {
+        match done.get(&a.id) {
+            Some(d) => {
+                last = last.max(d.at);
+                completed_ms.push(d.at.saturating_duration_since(a.sent).as_secs_f64() * 1000.0);
+                reply_to_completed_ms
+                    .push(d.at.saturating_duration_since(a.replied).as_secs_f64() * 1000.0);
+            }
+            // Settled, but we only know it by the time we asked.
+            None => last = last.max(waited),
+        }
+    }
+    completed_ms.sort_by(f64::total_cmp);
+    reply_to_completed_ms.sort_by(f64::total_cmp);
+    Ok(E2e {
+        mode,
+        clients,
+        accounts: n,
+        transfers: sent.len(),
+        settled_per_s: sent.len() as f64 / last.duration_since(run.started).as_secs_f64(),
+        accepted_per_s: run.per_second(),
+        events_missed,
+        mutation_ms: run.latencies_ms,
+        completed_ms,
+        reply_to_completed_ms,
+    })
 }

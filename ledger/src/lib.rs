@@ -17,6 +17,7 @@ pub mod account_number;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod bills;
 pub mod contacts;
 pub mod db;

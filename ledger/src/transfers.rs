@@ -7,9 +7,14 @@
 //! funds check, so a concurrent duplicate — even on another `api` process —
 //! blocks on that index until the original commits and then returns it.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
+    DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -17,6 +22,7 @@ use entity::{account, contact, transfer};
 
 use crate::account_number::AccountNumber;
 use crate::accounts::{self, available_minor, ensure_active};
+use crate::batch::{BatchLimits, Coalescer};
 use crate::db::{begin_write, is_unique_violation, now};
 use crate::events::{BalanceChanged, LedgerEvent, TransferChanged};
 use crate::idempotency::{IdempotencyKey, request_fingerprint};
@@ -93,6 +99,7 @@ pub struct Initiated {
 }
 
 /// Everything validated before the transaction starts.
+#[derive(Clone, Debug)]
 struct Plan {
     kind: &'static str,
     amount: Amount,
@@ -131,68 +138,296 @@ pub async fn initiate(
         ));
     }
 
+    let write = HoldWrite::new(viewer.user_id, &key, plan);
+    // Holds are coalesced into shared transactions on PostgreSQL when the
+    // process enabled it; bill payments carry extra bookkeeping and take
+    // the one-by-one path, as does SQLite (one writer at a time anyway).
+    if write.plan.bill.is_none()
+        && db.get_database_backend() == DbBackend::Postgres
+        && let Some(holds) = HOLD_BATCHES.get()
+        && let Some(answer) = holds.submit(write.clone()).await
+    {
+        return answer;
+    }
+    write_one(db, write).await
+}
+
+/// A validated money request, ready to be written.
+#[derive(Clone, Debug)]
+pub struct HoldWrite {
+    user_id: Uuid,
+    key: IdempotencyKey,
+    row: transfer::Model,
+    plan: Plan,
+}
+
+impl HoldWrite {
+    fn new(user_id: Uuid, key: &IdempotencyKey, plan: Plan) -> HoldWrite {
+        let t = now();
+        let hold = if plan.source.is_some() {
+            plan.amount.minor()
+        } else {
+            0
+        };
+        let row = transfer::Model {
+            id: Uuid::now_v7(),
+            kind: plan.kind.into(),
+            status: PENDING.into(),
+            amount_minor: plan.amount.minor(),
+            currency: plan.currency.code().into(),
+            source_account_id: plan.source.as_ref().map(|a| a.id),
+            destination_account_id: plan.destination.as_ref().map(|a| a.id),
+            initiated_by: user_id,
+            idempotency_key: Some(key.as_str().to_owned()),
+            request_fingerprint: Some(plan.fingerprint.clone()),
+            memo: plan.memo.clone(),
+            failure_reason: None,
+            hold_minor: hold,
+            reversal_of: None,
+            enqueued_at: t,
+            created_at: t,
+            settled_at: None,
+        };
+        HoldWrite {
+            user_id,
+            key: key.clone(),
+            row,
+            plan,
+        }
+    }
+
+    /// The original of a duplicate that lost the race on the idempotency
+    /// index; that original has committed by the time the race is lost.
+    async fn replay_original(&self, db: &impl ConnectionTrait) -> LedgerResult<Initiated> {
+        let existing = find_by_key(db, self.user_id, &self.key)
+            .await?
+            .ok_or_else(|| LedgerError::internal("idempotent original vanished"))?;
+        replay(existing, &self.plan.fingerprint)
+    }
+
+    fn accepted(&self, source_after: Option<&account::Model>) -> Initiated {
+        let mut events: Vec<LedgerEvent> = source_after
+            .map(|src| balance_event(src, Some(self.row.id)))
+            .into_iter()
+            .collect();
+        if self.plan.bill.is_some() {
+            events.push(LedgerEvent::BillsChanged {
+                user_id: self.user_id,
+            });
+        }
+        events.push(transfer_event(
+            &self.row,
+            self.plan.source.as_ref(),
+            self.plan.destination.as_ref(),
+        ));
+        tracing::info!(transfer.id = %self.row.id, transfer.kind = self.plan.kind, amount_minor = self.plan.amount.minor(), "transfer accepted");
+        Initiated {
+            transfer: self.row.clone(),
+            created: true,
+            events,
+        }
+    }
+}
+
+/// Writes one validated request in its own transaction: the transfer row
+/// first (the idempotency index decides duplicates), then the hold.
+async fn write_one(db: &DatabaseConnection, w: HoldWrite) -> LedgerResult<Initiated> {
     let txn = begin_write(db).await?;
-    let t = now();
-    let hold = if plan.source.is_some() {
-        plan.amount.minor()
-    } else {
-        0
-    };
-    let row = transfer::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        kind: Set(plan.kind.into()),
-        status: Set(PENDING.into()),
-        amount_minor: Set(plan.amount.minor()),
-        currency: Set(plan.currency.code().into()),
-        source_account_id: Set(plan.source.as_ref().map(|a| a.id)),
-        destination_account_id: Set(plan.destination.as_ref().map(|a| a.id)),
-        initiated_by: Set(viewer.user_id),
-        idempotency_key: Set(Some(key.as_str().to_owned())),
-        request_fingerprint: Set(Some(plan.fingerprint.clone())),
-        memo: Set(plan.memo.clone()),
-        failure_reason: Set(None),
-        hold_minor: Set(hold),
-        reversal_of: Set(None),
-        enqueued_at: Set(t),
-        created_at: Set(t),
-        settled_at: Set(None),
-    };
-    let inserted = match row.insert(&txn).await {
-        Ok(m) => m,
+    let row: transfer::ActiveModel = w.row.clone().into();
+    match transfer::Entity::insert(row)
+        .exec_without_returning(&txn)
+        .await
+    {
+        Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
             // Lost the race to a concurrent duplicate, which has committed by now.
             drop(txn);
-            let existing = find_by_key(db, viewer.user_id, &key)
-                .await?
-                .ok_or_else(|| LedgerError::internal("idempotent original vanished"))?;
-            return replay(existing, &plan.fingerprint);
+            return w.replay_original(db).await;
         }
+        Err(e) => return Err(e.into()),
+    }
+    let source_after = match &w.plan.source {
+        Some(src) => Some(place_hold(&txn, src.id, w.plan.amount).await?),
+        None => None,
+    };
+    if let Some(bill) = &w.plan.bill {
+        crate::bills::record_payment(&txn, bill, w.row.id, w.plan.amount.minor()).await?;
+    }
+    txn.commit().await?;
+    Ok(w.accepted(source_after.as_ref()))
+}
+
+static HOLD_BATCHES: OnceLock<Coalescer<HoldWrite, LedgerResult<Initiated>>> = OnceLock::new();
+
+/// Coalesces this process's money mutations into shared transactions (see
+/// `write_batch`). Called once at start by the `api`; without it every
+/// mutation has its own transaction.
+pub fn enable_hold_batching(db: DatabaseConnection, limits: BatchLimits) {
+    let _ = HOLD_BATCHES.set(Coalescer::start(limits, move |writes: Vec<HoldWrite>| {
+        let db = db.clone();
+        async move {
+            match write_batch(&db, &writes).await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    // The batch changed nothing; each request is written
+                    // alone so that whatever failed the batch fails alone.
+                    tracing::warn!(error = %e, batch.size = writes.len(), "hold batch failed; writing its requests one by one");
+                    let mut answers = Vec::with_capacity(writes.len());
+                    for w in writes {
+                        answers.push(write_one(&db, w).await);
+                    }
+                    answers
+                }
+            }
+        }
+    }));
+}
+
+/// Writes many validated requests in one transaction with a fixed number
+/// of statements: one multi-row insert of the transfer rows (duplicates of
+/// a concurrent original wait on the idempotency index, then insert
+/// nothing), one locking read of the source accounts in id order, funds
+/// checked against the running available balance, one delete of the rows
+/// refused, one update of the holds. Each request gets its own answer: a
+/// refused one fails alone, exactly as it would have on its own.
+pub async fn write_batch(
+    db: &DatabaseConnection,
+    writes: &[HoldWrite],
+) -> LedgerResult<Vec<LedgerResult<Initiated>>> {
+    let mut answers: Vec<Option<LedgerResult<Initiated>>> = writes.iter().map(|_| None).collect();
+    // Rows go in (user, key) order so that two batches holding crossing
+    // duplicates wait on each other in one direction only.
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by(|&a, &b| {
+        (writes[a].user_id, writes[a].key.as_str())
+            .cmp(&(writes[b].user_id, writes[b].key.as_str()))
+    });
+    let txn = begin_write(db).await?;
+    let rows = order.iter().map(|&i| {
+        let row: transfer::ActiveModel = writes[i].row.clone().into();
+        row
+    });
+    let inserted: HashSet<Uuid> = match transfer::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                transfer::Column::InitiatedBy,
+                transfer::Column::IdempotencyKey,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_with_returning_keys(&txn)
+        .await
+    {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(DbErr::RecordNotInserted) => HashSet::new(),
         Err(e) => return Err(e.into()),
     };
 
-    let mut events = Vec::new();
-    if let Some(src) = &plan.source {
-        let src = place_hold(&txn, src.id, plan.amount).await?;
-        events.push(balance_event(&src, Some(inserted.id)));
+    let mut source_ids: Vec<Uuid> = writes
+        .iter()
+        .filter(|w| inserted.contains(&w.row.id))
+        .filter_map(|w| w.plan.source.as_ref().map(|a| a.id))
+        .collect();
+    source_ids.sort();
+    source_ids.dedup();
+    let mut sources: HashMap<Uuid, account::Model> = if source_ids.is_empty() {
+        HashMap::new()
+    } else {
+        account::Entity::find()
+            .filter(account::Column::Id.is_in(source_ids))
+            .order_by_asc(account::Column::Id)
+            .lock_exclusive()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect()
+    };
+
+    // First come, first served: requests are decided in creation order.
+    let mut by_creation: Vec<usize> = (0..writes.len()).collect();
+    by_creation.sort_by_key(|&i| writes[i].row.id);
+    let mut refused: Vec<Uuid> = Vec::new();
+    let mut held: Vec<Uuid> = Vec::new();
+    let t = now();
+    for i in by_creation {
+        let w = &writes[i];
+        if !inserted.contains(&w.row.id) {
+            continue; // a duplicate: answered from its original after commit
+        }
+        let Some(src) = &w.plan.source else {
+            answers[i] = Some(Ok(w.accepted(None)));
+            continue;
+        };
+        let account = sources
+            .get_mut(&src.id)
+            .ok_or(LedgerError::NotFound("account"))?;
+        match decide_hold(account, w.plan.amount) {
+            Ok(()) => {
+                account.held_minor += w.plan.amount.minor();
+                account.version += 1;
+                account.updated_at = t;
+                if !held.contains(&account.id) {
+                    held.push(account.id);
+                }
+                answers[i] = Some(Ok(w.accepted(Some(account))));
+            }
+            Err(e) => {
+                refused.push(w.row.id);
+                answers[i] = Some(Err(e));
+            }
+        }
     }
-    if let Some(bill) = &plan.bill {
-        crate::bills::record_payment(&txn, bill, inserted.id, plan.amount.minor()).await?;
-        events.push(LedgerEvent::BillsChanged {
-            user_id: viewer.user_id,
-        });
+    if !refused.is_empty() {
+        transfer::Entity::delete_many()
+            .filter(transfer::Column::Id.is_in(refused))
+            .exec(&txn)
+            .await?;
+    }
+    if !held.is_empty() {
+        let case = |value: &dyn Fn(&account::Model) -> i64| {
+            let mut case = CaseStatement::new();
+            for id in &held {
+                case = case.case(account::Column::Id.eq(*id), value(&sources[id]));
+            }
+            case
+        };
+        let held_case: Expr = case(&|a| a.held_minor).into();
+        let version_case: Expr = case(&|a| a.version).into();
+        account::Entity::update_many()
+            .col_expr(account::Column::HeldMinor, held_case)
+            .col_expr(account::Column::Version, version_case)
+            .col_expr(account::Column::UpdatedAt, Expr::value(t))
+            .filter(account::Column::Id.is_in(held.clone()))
+            .exec(&txn)
+            .await?;
     }
     txn.commit().await?;
-    events.push(transfer_event(
-        &inserted,
-        plan.source.as_ref(),
-        plan.destination.as_ref(),
-    ));
-    tracing::info!(transfer.id = %inserted.id, transfer.kind = plan.kind, amount_minor = plan.amount.minor(), "transfer accepted");
-    Ok(Initiated {
-        transfer: inserted,
-        created: true,
-        events,
-    })
+
+    let mut out = Vec::with_capacity(writes.len());
+    for (w, answer) in writes.iter().zip(answers) {
+        out.push(match answer {
+            Some(a) => a,
+            // A duplicate of a request in this very batch. If that original
+            // was refused, nothing of it remains and this one is a fresh
+            // attempt, exactly as when a duplicate waits out a rollback.
+            None => match find_by_key(db, w.user_id, &w.key).await? {
+                Some(existing) => replay(existing, &w.plan.fingerprint),
+                None => write_one(db, w.clone()).await,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Whether the locked source can take a hold of `amount`.
+fn decide_hold(src: &account::Model, amount: Amount) -> LedgerResult<()> {
+    ensure_active(src)?;
+    if available_minor(src) < amount.minor() {
+        return Err(LedgerError::InsufficientFunds);
+    }
+    Ok(())
 }
 
 /// Locks the source, checks available funds and puts the amount on hold.
@@ -206,10 +441,7 @@ async fn place_hold(
         .one(txn)
         .await?
         .ok_or(LedgerError::NotFound("account"))?;
-    ensure_active(&src)?;
-    if available_minor(&src) < amount.minor() {
-        return Err(LedgerError::InsufficientFunds);
-    }
+    decide_hold(&src, amount)?;
     let held = src.held_minor + amount.minor();
     let version = src.version + 1;
     let mut am: account::ActiveModel = src.into();

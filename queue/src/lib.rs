@@ -21,7 +21,8 @@ pub use bill_cache::BillCache;
 pub use events::EventBus;
 pub use poll::Tick;
 pub use queues::{
-    BILLS_QUEUE, EMAIL_QUEUE, QueueError, Queues, REPORTS_QUEUE, SETTLEMENT_QUEUE, worker_name,
+    ALL_QUEUES, BILLS_QUEUE, EMAIL_QUEUE, QueueDepth, QueueError, Queues, REPORTS_QUEUE,
+    SETTLEMENT_QUEUE, worker_name,
 };
 
 /// What every producer does once its transaction has committed: hand new

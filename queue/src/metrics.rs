@@ -1,5 +1,7 @@
 //! Prometheus counters and histograms shared by the binaries, rendered in
-//! the text exposition format without an extra dependency.
+//! the text exposition format without an extra dependency. Gauges are
+//! computed at scrape time by whoever serves `/metrics` and written with
+//! [`gauge`].
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -89,20 +91,72 @@ fn braces(labels: &str) -> String {
     }
 }
 
+/// `# HELP` text of the series recorded through this registry.
+fn help(name: &str) -> &'static str {
+    match name {
+        "corebank_transfers_accepted_total" => {
+            "Transfers accepted (created PENDING, funds held) by kind."
+        }
+        "corebank_transfers_settled_total" => {
+            "Transfers that left PENDING after their settlement committed, by kind and final status."
+        }
+        "corebank_settlements_total" => {
+            "Settlement outcomes per transfer (SKIPPED: already settled, unknown, or taken by another worker; ERROR: database error, retried)."
+        }
+        "corebank_settlement_batches_total" => {
+            "Settlement transactions (batches of transfers) run."
+        }
+        "corebank_settlement_duration_seconds" => "Time of one settlement job.",
+        "corebank_hold_duration_seconds" => {
+            "Time of the synchronous money mutation that validates and places the hold, by kind and outcome."
+        }
+        "corebank_graphql_request_duration_seconds" => {
+            "GraphQL over HTTP request time by operation name and outcome."
+        }
+        "corebank_email_attempts_total" => {
+            "Email delivery attempts by outcome (retry: rescheduled; dead_*: dead-lettered as FAILED)."
+        }
+        "corebank_bill_reports_total" => {
+            "Bill payment reports to providers by outcome (retry: rescheduled in the payment row)."
+        }
+        "corebank_job_errors_total" => {
+            "Job handler errors handed back to apalis for a retry, by queue."
+        }
+        // A series recorded without a line here still gets a HELP line.
+        _ => "corebank series (no description yet: add one in queue/src/metrics.rs).",
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    if !help.is_empty() {
+        out.push_str(&format!("# HELP {name} {help}\n"));
+    }
+    out.push_str(&format!("# TYPE {name} {kind}\n"));
+}
+
+/// Writes one gauge family computed at scrape time: `samples` are
+/// (preformatted labels, value); an empty family still gets its header.
+pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
+    header(out, name, "gauge", help);
+    for (labels, v) in samples {
+        out.push_str(&format!("{name}{} {v}\n", braces(labels)));
+    }
+}
+
 pub fn render() -> String {
     with(|r| {
         let mut out = String::new();
         let mut last = String::new();
         for ((name, labels), v) in &r.counters {
             if *name != last {
-                out.push_str(&format!("# TYPE {name} counter\n"));
+                header(&mut out, name, "counter", help(name));
                 last = name.clone();
             }
             out.push_str(&format!("{name}{} {v}\n", braces(labels)));
         }
         for ((name, labels), h) in &r.histograms {
             if *name != last {
-                out.push_str(&format!("# TYPE {name} histogram\n"));
+                header(&mut out, name, "histogram", help(name));
                 last = name.clone();
             }
             let sep = if labels.is_empty() { "" } else { "," };
@@ -149,6 +203,21 @@ mod tests {
         assert!(
             text.contains("test_latency_seconds_count{op=\"x\"} 2"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn gauges_have_help_type_and_samples() {
+        let mut out = String::new();
+        gauge(
+            &mut out,
+            "test_depth",
+            "Jobs waiting.",
+            &[("queue=\"a\"".into(), 3.0), (String::new(), 0.5)],
+        );
+        assert_eq!(
+            out,
+            "# HELP test_depth Jobs waiting.\n# TYPE test_depth gauge\ntest_depth{queue=\"a\"} 3\ntest_depth 0.5\n"
         );
     }
 }

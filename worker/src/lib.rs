@@ -88,8 +88,8 @@ pub async fn run(
     let (stop_sweep, sweep_stopped) = tokio::sync::watch::channel(false);
     let sweep = tokio::spawn(jobs::recover_pending::run(jobs.clone(), sweep_stopped));
 
-    let batching = jobs::settle_transfer::BatchSettings::from_env()
-        .map_err(|(var, why)| anyhow::anyhow!("{var}: {why}"))?;
+    let batching = jobs::settle_transfer::batch_limits()
+        .unwrap_or_else(|(var, why)| process::fail_config(&var, &why));
     let batcher = jobs::settle_transfer::SettlementBatcher::start(jobs.clone(), batching);
 
     let monitor = Monitor::new()
@@ -144,7 +144,7 @@ pub async fn run(
         SettleTransfer,
         SETTLEMENT_QUEUE,
         "settlement",
-        batching.job_concurrency(),
+        batching.requests_max(),
         batcher.clone(),
         jobs::settle_transfer::handle
     );

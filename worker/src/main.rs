@@ -25,6 +25,7 @@ async fn main() {
         });
     let result = async {
         let db = connect_database(&database_url, &worker::process::WORKER_DB_STATEMENTS).await?;
+        worker::process::track_pool("worker", &db);
         let queues = queue::Queues::redis(&redis_url, &prefix).await?;
         let events = queue::EventBus::redis(&redis_url, &prefix).await?;
         let bills = queue::BillCache::redis(&redis_url, &prefix).await?;
@@ -73,7 +74,10 @@ async fn serve_metrics(listener: tokio::net::TcpListener) {
             let statements =
                 worker::process::WORKER_DB_STATEMENTS.load(std::sync::atomic::Ordering::Relaxed);
             let body = format!(
-                "# TYPE corebank_worker_db_statements_total counter\ncorebank_worker_db_statements_total {statements}\n{}",
+                "# HELP corebank_worker_db_statements_total SQL statements sent by this worker process.\n\
+                 # TYPE corebank_worker_db_statements_total counter\n\
+                 corebank_worker_db_statements_total {statements}\n{}{}",
+                worker::process::render_pool_metrics(),
                 queue::metrics::render()
             );
             let response = format!(

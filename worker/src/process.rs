@@ -48,6 +48,85 @@ pub async fn connect_database(
     Ok(db)
 }
 
+/// Database pools of this process, by role (`api`, `worker`), for the
+/// pool gauges on `/metrics`.
+static POOLS: std::sync::Mutex<Vec<(&'static str, DatabaseConnection)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Lists a pool in the `corebank_db_pool_*` gauges; a role is listed once.
+pub fn track_pool(role: &'static str, db: &DatabaseConnection) {
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    if !pools.iter().any(|(r, _)| *r == role) {
+        pools.push((role, db.clone()));
+    }
+}
+
+/// (open, idle, max) connections of a sea-orm pool.
+pub fn pool_usage(db: &DatabaseConnection) -> (u32, usize, u32) {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            let p = db.get_postgres_connection_pool();
+            (p.size(), p.num_idle(), p.options().get_max_connections())
+        }
+        sea_orm::DbBackend::Sqlite => {
+            let p = db.get_sqlite_connection_pool();
+            (p.size(), p.num_idle(), p.options().get_max_connections())
+        }
+        _ => (0, 0, 0),
+    }
+}
+
+/// The same pool without the statement counter: for scrape-time queries,
+/// which must not show up in `corebank_db_statements_total` (tests measure
+/// the statements of API requests with it).
+pub fn unmetered(db: &DatabaseConnection) -> DatabaseConnection {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(
+            db.get_postgres_connection_pool().clone(),
+        ),
+        sea_orm::DbBackend::Sqlite => sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(
+            db.get_sqlite_connection_pool().clone(),
+        ),
+        _ => db.clone(),
+    }
+}
+
+/// The `corebank_db_pool_*` gauge families of the tracked pools.
+pub fn render_pool_metrics() -> String {
+    let pools: Vec<(&'static str, (u32, usize, u32))> = POOLS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(role, db)| (*role, pool_usage(db)))
+        .collect();
+    let family = |pick: &dyn Fn(&(u32, usize, u32)) -> f64| -> Vec<(String, f64)> {
+        pools
+            .iter()
+            .map(|(role, usage)| (format!("pool=\"{role}\""), pick(usage)))
+            .collect()
+    };
+    let mut out = String::new();
+    queue::metrics::gauge(
+        &mut out,
+        "corebank_db_pool_connections",
+        "Open database connections of the pool (idle and in use).",
+        &family(&|u| u.0 as f64),
+    );
+    queue::metrics::gauge(
+        &mut out,
+        "corebank_db_pool_idle_connections",
+        "Idle database connections of the pool.",
+        &family(&|u| u.1 as f64),
+    );
+    queue::metrics::gauge(
+        &mut out,
+        "corebank_db_pool_max_connections",
+        "Largest number of connections the pool may open.",
+        &family(&|u| u.2 as f64),
+    );
+    out
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

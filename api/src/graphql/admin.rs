@@ -208,9 +208,12 @@ impl AdminMutations {
         let v = admin(ctx)?;
         let id = parse_id(&id, "transfer")?;
         let s = state(ctx);
-        let initiated = ledger::transfers::reverse(&s.db, &v, id, &reason)
-            .await
-            .gql()?;
+        let initiated = super::transfers::timed_hold(
+            super::transfers::TransferKind::Reversal,
+            ledger::transfers::reverse(&s.db, &v, id, &reason),
+        )
+        .await
+        .gql()?;
         Ok(super::transfers::hand_over(s, initiated).await)
     }
 

@@ -385,10 +385,12 @@ impl BillMutations {
             from_account_id,
             bill: Box::new(bill),
         };
-        let i =
-            ledger::transfers::initiate(&s.db, &v, s.money, req, &amount, &input.idempotency_key)
-                .await
-                .gql()?;
+        let i = super::transfers::timed_hold(
+            super::transfers::TransferKind::BillPayment,
+            ledger::transfers::initiate(&s.db, &v, s.money, req, &amount, &input.idempotency_key),
+        )
+        .await
+        .gql()?;
         Ok(super::transfers::hand_over(s, i).await)
     }
 }
@@ -416,7 +418,7 @@ impl BillSubscription {
                 }
             }
         });
-        Ok(stream.filter_map(move |ev| {
+        let stream = stream.filter_map(move |ev| {
             let s = s.clone();
             let user = v.user_id;
             async move {
@@ -427,6 +429,7 @@ impl BillSubscription {
                     _ => None,
                 }
             }
-        }))
+        });
+        Ok(crate::metrics::track_subscription("billsUpdated", stream))
     }
 }

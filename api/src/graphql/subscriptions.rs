@@ -15,6 +15,7 @@ use super::notifications::Notification;
 use super::scalars::{DateTime, Decimal};
 use super::transfers::Transfer;
 use super::{Gql, parse_id, state, viewer};
+use crate::metrics::track_subscription;
 
 #[derive(SimpleObject, Clone)]
 #[graphql(directive = access::apply("OWNER_OR_ADMIN".into()))]
@@ -66,7 +67,7 @@ impl CoreSubscription {
             .await
             .gql()?;
         let rx = s.events.subscribe();
-        Ok(events(rx).filter_map(move |ev| async move {
+        let stream = events(rx).filter_map(move |ev| async move {
             match ev {
                 LedgerEvent::Balance(b) if b.account_id == id => Some(BalanceUpdate {
                     account_id: ID(b.account_id.to_string()),
@@ -78,7 +79,8 @@ impl CoreSubscription {
                 }),
                 _ => None,
             }
-        }))
+        });
+        Ok(track_subscription("balanceChanged", stream))
     }
 
     /// The viewer's transfers (one account, or all of them) as they change.
@@ -103,7 +105,7 @@ impl CoreSubscription {
             None => None,
         };
         let rx = s.events.subscribe();
-        Ok(events(rx).filter_map(move |ev| {
+        let stream = events(rx).filter_map(move |ev| {
             let s = s.clone();
             let v = v.clone();
             async move {
@@ -130,7 +132,8 @@ impl CoreSubscription {
                 }
                 Some(Transfer::from(row))
             }
-        }))
+        });
+        Ok(track_subscription("transferUpdated", stream))
     }
 
     /// New notifications of the viewer.
@@ -142,7 +145,7 @@ impl CoreSubscription {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
         let rx = s.events.subscribe();
-        Ok(events(rx).filter_map(move |ev| {
+        let stream = events(rx).filter_map(move |ev| {
             let s = s.clone();
             async move {
                 let LedgerEvent::Notification {
@@ -163,6 +166,7 @@ impl CoreSubscription {
                     .flatten()
                     .map(Notification)
             }
-        }))
+        });
+        Ok(track_subscription("notificationReceived", stream))
     }
 }

@@ -326,6 +326,24 @@ impl TransferQueries {
     }
 }
 
+/// Runs the synchronous money mutation (validation, then the hold and the
+/// PENDING row in one transaction) and records its time by kind in
+/// `corebank_hold_duration_seconds`.
+pub async fn timed_hold<T, E>(
+    kind: TransferKind,
+    mutation: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = mutation.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    queue::metrics::observe(
+        "corebank_hold_duration_seconds",
+        &format!("kind=\"{}\",outcome=\"{outcome}\"", kind.as_str()),
+        started.elapsed().as_secs_f64(),
+    );
+    result
+}
+
 /// After the commit: hand the transfer to the settlement queue and publish.
 /// A failed push is not an error for the client: the transfer is accepted
 /// and the recovery sweep will enqueue it.
@@ -366,13 +384,16 @@ impl TransferMutations {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let account_id = parse_id(&input.account_id, "account")?;
-        let i = ledger::transfers::initiate(
-            &s.db,
-            &v,
-            s.money,
-            MoneyRequest::Deposit { account_id },
-            &input.amount.0,
-            &input.idempotency_key,
+        let i = timed_hold(
+            TransferKind::Deposit,
+            ledger::transfers::initiate(
+                &s.db,
+                &v,
+                s.money,
+                MoneyRequest::Deposit { account_id },
+                &input.amount.0,
+                &input.idempotency_key,
+            ),
         )
         .await
         .gql()?;
@@ -389,13 +410,16 @@ impl TransferMutations {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let account_id = parse_id(&input.account_id, "account")?;
-        let i = ledger::transfers::initiate(
-            &s.db,
-            &v,
-            s.money,
-            MoneyRequest::Withdraw { account_id },
-            &input.amount.0,
-            &input.idempotency_key,
+        let i = timed_hold(
+            TransferKind::Withdrawal,
+            ledger::transfers::initiate(
+                &s.db,
+                &v,
+                s.money,
+                MoneyRequest::Withdraw { account_id },
+                &input.amount.0,
+                &input.idempotency_key,
+            ),
         )
         .await
         .gql()?;
@@ -422,13 +446,16 @@ impl TransferMutations {
             to,
             memo: input.memo.clone(),
         };
-        let i = ledger::transfers::initiate(
-            &s.db,
-            &v,
-            s.money,
-            req,
-            &input.amount.0,
-            &input.idempotency_key,
+        let i = timed_hold(
+            TransferKind::Transfer,
+            ledger::transfers::initiate(
+                &s.db,
+                &v,
+                s.money,
+                req,
+                &input.amount.0,
+                &input.idempotency_key,
+            ),
         )
         .await
         .gql()?;

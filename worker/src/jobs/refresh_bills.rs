@@ -61,4 +61,5 @@ pub async fn handle(job: RefreshBills, jobs: Data<Arc<Jobs>>) -> Result<(), BoxD
     }
     .instrument(span)
     .await
+    .inspect_err(|_| crate::jobs::count_job_error(queue::BILLS_QUEUE))
 }

@@ -26,6 +26,7 @@ pub async fn handle(job: ReportBillPayment, jobs: Data<Arc<Jobs>>) -> Result<(),
         match ledger::bills::report_payment(&provider.api_base_url, &p).await {
             Ok(()) => {
                 ledger::bills::mark_reported(&jobs.db, p.id).await?;
+                count_report("reported");
                 tracing::info!("bill payment reported");
                 if let Some(link) = ledger::bills::link_by_id(&jobs.db, p.link_id).await? {
                     jobs.events
@@ -39,10 +40,21 @@ pub async fn handle(job: ReportBillPayment, jobs: Data<Arc<Jobs>>) -> Result<(),
                 let msg = format!("{e:?}");
                 tracing::warn!(error = %msg, "bill payment report failed; rescheduled");
                 ledger::bills::report_failed(&jobs.db, &p, &msg).await?;
+                count_report("retry");
             }
         }
         Ok(())
     }
     .instrument(span)
     .await
+    .inspect_err(|_| crate::jobs::count_job_error(queue::REPORTS_QUEUE))
+}
+
+/// `corebank_bill_reports_total{outcome}`: reported, or retry (rescheduled
+/// in the payment row; reports are retried until the provider accepts).
+fn count_report(outcome: &str) {
+    queue::metrics::count(
+        "corebank_bill_reports_total",
+        &format!("outcome=\"{outcome}\""),
+    );
 }

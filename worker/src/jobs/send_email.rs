@@ -27,6 +27,7 @@ pub async fn handle(job: SendEmail, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynE
         match mailer.send(&to, &n.subject, &n.body).await {
             Ok(()) => {
                 ledger::notify::mark_sent(&jobs.db, n.id).await?;
+                count_attempt("sent");
                 tracing::info!(notification.kind = %n.kind, "email sent");
             }
             Err(SendError::Transient(e)) => {
@@ -38,11 +39,17 @@ pub async fn handle(job: SendEmail, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynE
                     jobs.email_retry,
                 )
                 .await?;
+                count_attempt(if status == ledger::notify::FAILED {
+                    "dead_exhausted"
+                } else {
+                    "retry"
+                });
                 tracing::warn!(error = %e, email.status = status, "email attempt failed");
             }
             Err(SendError::Permanent(e)) => {
                 ledger::notify::mark_attempt_failed(&jobs.db, n.id, &e, true, jobs.email_retry)
                     .await?;
+                count_attempt("dead_permanent");
                 tracing::warn!(error = %e, "email rejected permanently; dead-lettered");
             }
         }
@@ -50,4 +57,14 @@ pub async fn handle(job: SendEmail, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynE
     }
     .instrument(span)
     .await
+    .inspect_err(|_| crate::jobs::count_job_error(queue::EMAIL_QUEUE))
+}
+
+/// `corebank_email_attempts_total{outcome}`: sent, retry (rescheduled in the
+/// row), dead_exhausted (last attempt failed), dead_permanent (rejected).
+fn count_attempt(outcome: &str) {
+    queue::metrics::count(
+        "corebank_email_attempts_total",
+        &format!("outcome=\"{outcome}\""),
+    );
 }

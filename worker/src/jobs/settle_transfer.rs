@@ -15,137 +15,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data};
+use ledger::batch::{BatchLimits, Coalescer};
 use ledger::jobs::SettleTransfer;
 use ledger::settlement::{Outcome, Settled};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Jobs;
 
-/// How settlement batches are formed.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchSettings {
-    /// Most transfers settled in one transaction.
-    pub size_max: usize,
-    /// How long a batch waits for company once its first transfer arrives.
-    /// Batches also grow, without waiting, while all `in_flight_max`
-    /// transactions are busy: under load batches fill up by themselves.
-    pub linger: Duration,
-    /// Batch transactions running at once in this process: one commits
-    /// while the next is being filled.
-    pub in_flight_max: usize,
-}
-
-impl Default for BatchSettings {
-    fn default() -> Self {
-        BatchSettings {
+/// Batch bounds of settlement; `SETTLEMENT_BATCH_MAX`,
+/// `SETTLEMENT_BATCH_LINGER_MS` and `SETTLEMENT_BATCHES_IN_FLIGHT` override
+/// them (a batch size of 1 gives one transaction per transfer, for
+/// comparison).
+pub fn batch_limits() -> Result<BatchLimits, (String, String)> {
+    BatchLimits::from_env(
+        "SETTLEMENT",
+        BatchLimits {
             size_max: 256,
             linger: Duration::from_millis(2),
             in_flight_max: 2,
-        }
-    }
+        },
+    )
 }
-
-impl BatchSettings {
-    /// Reads `SETTLEMENT_BATCH_MAX`, `SETTLEMENT_BATCH_LINGER_MS` and
-    /// `SETTLEMENT_BATCHES_IN_FLIGHT`; a batch size of 1 gives the
-    /// one-transfer-per-transaction design (for comparison in benchmarks).
-    pub fn from_env() -> Result<BatchSettings, (String, String)> {
-        let mut s = BatchSettings::default();
-        let read = |name: &str, min: u64| -> Result<Option<u64>, (String, String)> {
-            match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n >= min => Ok(Some(n)),
-                    _ => Err((name.to_owned(), format!("must be a whole number ≥ {min}"))),
-                },
-            }
-        };
-        if let Some(n) = read("SETTLEMENT_BATCH_MAX", 1)? {
-            s.size_max = n.min(2_000) as usize;
-        }
-        if let Some(n) = read("SETTLEMENT_BATCH_LINGER_MS", 0)? {
-            s.linger = Duration::from_millis(n.min(1_000));
-        }
-        if let Some(n) = read("SETTLEMENT_BATCHES_IN_FLIGHT", 1)? {
-            s.in_flight_max = n.min(64) as usize;
-        }
-        Ok(s)
-    }
-
-    /// How many settlement jobs a process should run at once so that
-    /// batches can fill: every batch in flight plus the one being filled.
-    pub fn job_concurrency(&self) -> usize {
-        self.size_max * (self.in_flight_max + 1)
-    }
-}
-
-type Reply = oneshot::Sender<Result<Outcome, String>>;
 
 /// The hand-over point between settlement jobs and batch transactions.
 pub struct SettlementBatcher {
-    requests: mpsc::Sender<(Uuid, Reply)>,
+    batches: Coalescer<Uuid, Result<Outcome, String>>,
 }
 
 impl SettlementBatcher {
     /// Starts the batching task; it ends when the batcher is dropped.
-    pub fn start(jobs: Arc<Jobs>, settings: BatchSettings) -> Arc<SettlementBatcher> {
-        let (tx, rx) = mpsc::channel(settings.job_concurrency().max(1));
-        tokio::spawn(form_batches(jobs, settings, rx));
-        Arc::new(SettlementBatcher { requests: tx })
+    pub fn start(jobs: Arc<Jobs>, limits: BatchLimits) -> Arc<SettlementBatcher> {
+        let batches = Coalescer::start(limits, move |ids: Vec<Uuid>| {
+            let jobs = jobs.clone();
+            async move { settle_and_announce(&jobs, ids).await }
+        });
+        Arc::new(SettlementBatcher { batches })
     }
 
     /// Settles one transfer within some batch and waits for its outcome.
     pub async fn settle(&self, transfer_id: Uuid) -> Result<Outcome, String> {
-        let (reply, outcome) = oneshot::channel();
-        self.requests
-            .send((transfer_id, reply))
+        self.batches
+            .submit(transfer_id)
             .await
-            .map_err(|_| "settlement batcher stopped".to_owned())?;
-        outcome
-            .await
-            .map_err(|_| "settlement batch dropped".to_owned())?
+            .unwrap_or_else(|| Err("settlement batcher stopped".to_owned()))
     }
 }
 
-async fn form_batches(
-    jobs: Arc<Jobs>,
-    settings: BatchSettings,
-    mut requests: mpsc::Receiver<(Uuid, Reply)>,
-) {
-    let in_flight = Arc::new(Semaphore::new(settings.in_flight_max));
-    while let Some(first) = requests.recv().await {
-        let mut batch = vec![first];
-        let linger_until = tokio::time::Instant::now() + settings.linger;
-        while batch.len() < settings.size_max {
-            match tokio::time::timeout_at(linger_until, requests.recv()).await {
-                Ok(Some(r)) => batch.push(r),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // Keep filling while every transaction slot is busy.
-        let permit = loop {
-            tokio::select! {
-                biased;
-                permit = in_flight.clone().acquire_owned() => break permit,
-                r = requests.recv(), if batch.len() < settings.size_max => match r {
-                    Some(r) => batch.push(r),
-                    None => break in_flight.clone().acquire_owned().await,
-                },
-            }
-        };
-        let Ok(permit) = permit else { return };
-        let jobs = jobs.clone();
-        tokio::spawn(async move {
-            settle_and_announce(&jobs, batch).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn settle_and_announce(jobs: &Jobs, batch: Vec<(Uuid, Reply)>) {
-    let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+async fn settle_and_announce(jobs: &Jobs, ids: Vec<Uuid>) -> Vec<Result<Outcome, String>> {
     let span = tracing::info_span!("settle_batch", batch.size = ids.len());
     let started = Instant::now();
     let results: Vec<(Uuid, Result<Settled, String>)> = match ledger::settlement::settle_batch(
@@ -214,13 +131,14 @@ async fn settle_and_announce(jobs: &Jobs, batch: Vec<(Uuid, Reply)>) {
     // Events first, replies after: a job is acknowledged only once its
     // transfer's outcome has been announced.
     queue::after_commit(&jobs.queues, &jobs.events, events).await;
-    for (id, reply) in batch {
-        let outcome = outcomes
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| Err("transfer missing from its batch's results".to_owned()));
-        let _ = reply.send(outcome);
-    }
+    ids.iter()
+        .map(|id| {
+            outcomes
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| Err("transfer missing from its batch's results".to_owned()))
+        })
+        .collect()
 }
 
 pub async fn handle(
