@@ -1,6 +1,8 @@
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// Serializable so that a transfer event can carry the row as committed
+/// (live subscribers then need no read of their own).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "transfers")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]

@@ -26,6 +26,10 @@ pub struct TransferChanged {
     /// The transfer's kind (DEPOSIT, TRANSFER, …), for metrics by kind.
     #[serde(default)]
     pub kind: String,
+    /// The row as this event's commit left it, so that live subscribers
+    /// answer without reading it again (absent from older producers).
+    #[serde(default)]
+    pub row: Option<Box<entity::transfer::Model>>,
     /// Owners of either side, so a subscriber can filter without a query.
     pub party_user_ids: Vec<Uuid>,
     pub account_ids: Vec<Uuid>,

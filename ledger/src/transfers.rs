@@ -686,6 +686,7 @@ pub fn transfer_event(
         transfer_id: t.id,
         status: t.status.clone(),
         kind: t.kind.clone(),
+        row: Some(Box::new(t.clone())),
         party_user_ids,
         account_ids: [t.source_account_id, t.destination_account_id]
             .into_iter()

@@ -120,6 +120,13 @@ impl CoreSubscription {
                 if !matches {
                     return None;
                 }
+                // Visibility is settled above: the viewer is a party, or the
+                // account filter was checked as theirs (or an admin's) at
+                // subscribe time. Events carry the committed row; older
+                // producers' events do not, so read it then.
+                if let Some(row) = t.row {
+                    return Some(Transfer::from(*row));
+                }
                 let mut row = ledger::transfers::get_for_viewer(&s.db, &v, t.transfer_id)
                     .await
                     .ok()?;
