@@ -173,6 +173,10 @@ if [ "$smoke" = 1 ]; then
     # Tiny load, every scenario, every writer.
     args=(all --clients 1,4 --duration 0.3 --accounts 20 --accounts-per-user 10
         --subscribers 20 --events 3)
+elif [ "${#bench_args[@]}" -gt 0 ] && [ "${bench_args[0]#--}" = "${bench_args[0]}" ]; then
+    # `run.sh -- transfers,reads …`: the scenarios named first.
+    args=("${bench_args[0]}")
+    bench_args=("${bench_args[@]:1}")
 else
     args=(all)
 fi

@@ -85,6 +85,7 @@ pub async fn serve(socket: WebSocket, state: AppState, peer: std::net::IpAddr) {
     }
     crate::metrics::SUBSCRIPTION_SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
+    let mut expiry_open = true;
     let close: Option<(u16, String)> = loop {
         let expiry = *expiry_rx.borrow_and_update();
         let token_expired = async move {
@@ -163,7 +164,14 @@ pub async fn serve(socket: WebSocket, state: AppState, peer: std::net::IpAddr) {
             _ = token_expired, if acked => {
                 break Some((4403, "Forbidden: access token expired; reconnect with a fresh token".into()));
             }
-            _ = expiry_rx.changed() => {}
+            // The sender lives in the init callback, which async-graphql
+            // drops after the handshake; a closed channel is ready at once
+            // forever, so it must leave the select or the socket spins.
+            changed = expiry_rx.changed(), if expiry_open => {
+                if changed.is_err() {
+                    expiry_open = false;
+                }
+            }
             _ = ping.tick() => {
                 let ping = if modern { r#"{"type":"ping"}"# } else { r#"{"type":"ka"}"# };
                 if (modern || acked) && sink.send(Message::Text(ping.into())).await.is_err() {
