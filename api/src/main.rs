@@ -3,6 +3,7 @@
 
 #[tokio::main]
 async fn main() {
+    worker::process::tune_allocator();
     worker::process::init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--print-schema") {
