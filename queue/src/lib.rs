@@ -18,7 +18,7 @@ mod poll;
 mod queues;
 
 pub use bill_cache::BillCache;
-pub use events::EventBus;
+pub use events::{EventBus, Topic};
 pub use poll::Tick;
 pub use queues::{
     ALL_QUEUES, BILLS_QUEUE, EMAIL_QUEUE, QueueDepth, QueueError, Queues, REPORTS_QUEUE,

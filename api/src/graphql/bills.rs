@@ -408,16 +408,7 @@ impl BillSubscription {
     ) -> async_graphql::Result<impl Stream<Item = Vec<Bill>>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
-        let rx = s.events.subscribe();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => return Some((ev, rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return None,
-                }
-            }
-        });
+        let stream = s.events.subscribe_topic(queue::Topic::User(v.user_id));
         let stream = stream.filter_map(move |ev| {
             let s = s.clone();
             let user = v.user_id;

@@ -1,14 +1,15 @@
 //! Live views over the event bus: balances, transfers, notifications.
 //!
 //! Events are published only after the commit that made them true. Each
-//! subscription re-checks ownership once at the start and then filters the
-//! process-wide broadcast; rows are re-read from the database so a client
-//! always sees committed state.
+//! subscription checks ownership once at the start and then receives the
+//! events of its one topic (an account, or the viewer) from the process's
+//! event router; rows the events do not carry are read from the database,
+//! so a client always sees committed state.
 
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use futures::{Stream, StreamExt};
 use ledger::events::LedgerEvent;
-use tokio::sync::broadcast;
+use queue::Topic;
 
 use super::access::{Access, access};
 use super::notifications::Notification;
@@ -27,22 +28,6 @@ pub struct BalanceUpdate {
     at: DateTime,
     /// Per account, strictly increasing with every change.
     version: i32,
-}
-
-/// The process's event stream; a lagging subscriber skips what it missed
-/// (it can re-query) rather than holding memory for it.
-fn events(rx: broadcast::Receiver<LedgerEvent>) -> impl Stream<Item = LedgerEvent> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => return Some((ev, rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "subscriber lagged; events skipped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }
 
 #[derive(async_graphql::MergedSubscription, Default)]
@@ -66,20 +51,22 @@ impl CoreSubscription {
         ledger::accounts::get_for_viewer(&s.db, &v, id)
             .await
             .gql()?;
-        let rx = s.events.subscribe();
-        let stream = events(rx).filter_map(move |ev| async move {
-            match ev {
-                LedgerEvent::Balance(b) if b.account_id == id => Some(BalanceUpdate {
-                    account_id: ID(b.account_id.to_string()),
-                    balance: Decimal::format(b.balance_minor, &b.currency),
-                    available_balance: Decimal::format(b.available_minor, &b.currency),
-                    transfer_id: b.transfer_id.map(|t| ID(t.to_string())),
-                    at: DateTime(b.at),
-                    version: b.version.min(i32::MAX as i64) as i32,
-                }),
-                _ => None,
-            }
-        });
+        let stream =
+            s.events
+                .subscribe_topic(Topic::Account(id))
+                .filter_map(move |ev| async move {
+                    match ev {
+                        LedgerEvent::Balance(b) if b.account_id == id => Some(BalanceUpdate {
+                            account_id: ID(b.account_id.to_string()),
+                            balance: Decimal::format(b.balance_minor, &b.currency),
+                            available_balance: Decimal::format(b.available_minor, &b.currency),
+                            transfer_id: b.transfer_id.map(|t| ID(t.to_string())),
+                            at: DateTime(b.at),
+                            version: b.version.min(i32::MAX as i64) as i32,
+                        }),
+                        _ => None,
+                    }
+                });
         Ok(track_subscription("balanceChanged", stream))
     }
 
@@ -104,8 +91,11 @@ impl CoreSubscription {
             }
             None => None,
         };
-        let rx = s.events.subscribe();
-        let stream = events(rx).filter_map(move |ev| {
+        let topic = match account {
+            Some(a) => Topic::Account(a),
+            None => Topic::User(v.user_id),
+        };
+        let stream = s.events.subscribe_topic(topic).filter_map(move |ev| {
             let s = s.clone();
             let v = v.clone();
             async move {
@@ -151,29 +141,31 @@ impl CoreSubscription {
     ) -> async_graphql::Result<impl Stream<Item = Notification>> {
         let v = viewer(ctx)?;
         let s = state(ctx).clone();
-        let rx = s.events.subscribe();
-        let stream = events(rx).filter_map(move |ev| {
-            let s = s.clone();
-            async move {
-                let LedgerEvent::Notification {
-                    user_id,
-                    notification_id,
-                } = ev
-                else {
-                    return None;
-                };
-                if user_id != v.user_id {
-                    return None;
+        let stream = s
+            .events
+            .subscribe_topic(Topic::User(v.user_id))
+            .filter_map(move |ev| {
+                let s = s.clone();
+                async move {
+                    let LedgerEvent::Notification {
+                        user_id,
+                        notification_id,
+                    } = ev
+                    else {
+                        return None;
+                    };
+                    if user_id != v.user_id {
+                        return None;
+                    }
+                    use sea_orm::EntityTrait;
+                    entity::notification::Entity::find_by_id(notification_id)
+                        .one(&s.db)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Notification)
                 }
-                use sea_orm::EntityTrait;
-                entity::notification::Entity::find_by_id(notification_id)
-                    .one(&s.db)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(Notification)
-            }
-        });
+            });
         Ok(track_subscription("notificationReceived", stream))
     }
 }
