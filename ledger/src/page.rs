@@ -130,6 +130,37 @@ where
     E::Model: Send + Sync,
     C: sea_orm::ConnectionTrait,
 {
+    fetch_ordered(db, query, created, id, page, Ordering::ByIndex).await
+}
+
+/// How a page is sorted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ordering {
+    /// Let the database walk the creation-time index when it likes.
+    ByIndex,
+    /// Sort the filtered rows instead. For a filter that selects a small
+    /// share of a big table (one customer's transfers), PostgreSQL's planner
+    /// otherwise walks the whole creation-time index backwards looking for
+    /// matches — measured: 21 ms and 13,871 rows skipped for one page of a
+    /// customer whose latest transfer was not among the newest. Ordering by
+    /// an expression hides that index, so the per-account indexes select
+    /// the rows and a top-N sort orders them.
+    AfterFilter,
+}
+
+pub async fn fetch_ordered<E, C>(
+    db: &C,
+    query: sea_orm::Select<E>,
+    created: E::Column,
+    id: E::Column,
+    page: PageRequest,
+    ordering: Ordering,
+) -> LedgerResult<Page<E::Model>>
+where
+    E: sea_orm::EntityTrait,
+    E::Model: Send + Sync,
+    C: sea_orm::ConnectionTrait,
+{
     use sea_orm::{ColumnTrait, Condition, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
     let total_count = query.clone().count(db).await?;
     let mut q = query;
@@ -142,12 +173,16 @@ where
             ),
         );
     }
-    let mut items = q
-        .order_by_desc(created)
-        .order_by_desc(id)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
+    let q = if ordering == Ordering::AfterFilter
+        && db.get_database_backend() == sea_orm::DbBackend::Postgres
+    {
+        use sea_orm::sea_query::{Expr, ExprTrait};
+        let hidden = Expr::col((E::default(), created)).add(Expr::cust("interval '0 seconds'"));
+        q.order_by(hidden, sea_orm::Order::Desc)
+    } else {
+        q.order_by_desc(created)
+    };
+    let mut items = q.order_by_desc(id).limit(page.first + 1).all(db).await?;
     let has_next_page = items.len() as u64 > page.first;
     items.truncate(page.first as usize);
     Ok(Page {

@@ -740,6 +740,11 @@ pub async fn list(
     page: PageRequest,
 ) -> LedgerResult<Page<transfer::Model>> {
     let mut q = transfer::Entity::find();
+    let ordering = if account_ids.is_some() {
+        crate::page::Ordering::AfterFilter
+    } else {
+        crate::page::Ordering::ByIndex
+    };
     if let Some(ids) = account_ids {
         q = q.filter(
             Condition::any()
@@ -753,12 +758,13 @@ pub async fn list(
     if let Some(k) = &filter.kind {
         q = q.filter(transfer::Column::Kind.eq(k.as_str()));
     }
-    crate::page::fetch(
+    crate::page::fetch_ordered(
         db,
         q,
         transfer::Column::CreatedAt,
         transfer::Column::Id,
         page,
+        ordering,
     )
     .await
 }
