@@ -790,3 +790,46 @@ async fn the_socket_is_closed_with_4403_when_its_access_token_expires() {
         "closed at {closed_at}, before the token's exp {exp}"
     );
 }
+
+/// User plus system CPU time of a process so far, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm field") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line (1-based).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_subscriptions_use_no_cpu_after_their_handshake() {
+    // Regression: once the handshake was done, the token-expiry channel of
+    // every socket closed and its select loop spun on it, a CPU core for a
+    // handful of idle sockets. Idle sockets must cost (almost) nothing.
+    let app = TestApp::builder().workers(0).spawn().await;
+    let alice = app.register_random().await;
+    let account = app.open_account(&alice, "CHECKING", "USD").await;
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        let mut ws = Ws::connect(&app.addr, &alice.access_token).await;
+        ws.subscribe("bal", BALANCE_CHANGED, json!({ "id": account.id }))
+            .await;
+        sockets.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = app.api_pid();
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(pid) - before;
+    // A spinning socket keeps a core busy (3 s of CPU in 3 s); an idle api
+    // with 20 quiet sockets uses a few milliseconds. The bound is far from
+    // both so that a loaded machine cannot flip the verdict.
+    assert!(
+        used < 1.0,
+        "the api used {used:.2} s of CPU in 3 s with 20 idle subscriptions"
+    );
+    drop(sockets);
+}

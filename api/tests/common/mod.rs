@@ -481,6 +481,14 @@ impl Deref for TestApp {
 }
 
 impl TestApp {
+    /// The process id of the `api` child.
+    pub fn api_pid(&self) -> u32 {
+        self.api
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("the api process is running")
+    }
+
     pub async fn spawn() -> TestApp {
         TestApp::builder().spawn().await
     }
