@@ -385,13 +385,15 @@ impl BillMutations {
             from_account_id,
             bill: Box::new(bill),
         };
-        let i = super::transfers::timed_hold(
+        super::transfers::move_money(
+            s,
+            &v,
             super::transfers::TransferKind::BillPayment,
-            ledger::transfers::initiate(&s.db, &v, s.money, req, &amount, &input.idempotency_key),
+            req,
+            &amount,
+            &input.idempotency_key,
         )
         .await
-        .gql()?;
-        Ok(super::transfers::hand_over(s, i).await)
     }
 }
 

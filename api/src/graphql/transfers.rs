@@ -344,6 +344,25 @@ pub async fn timed_hold<T, E>(
     result
 }
 
+/// The whole synchronous money path shared by every money mutation:
+/// validate and hold (timed by kind), then hand over to settlement.
+pub async fn move_money(
+    s: &AppState,
+    viewer: &ledger::Viewer,
+    kind: TransferKind,
+    request: MoneyRequest,
+    amount: &str,
+    idempotency_key: &str,
+) -> async_graphql::Result<Transfer> {
+    let initiated = timed_hold(
+        kind,
+        ledger::transfers::initiate(&s.db, viewer, s.money, request, amount, idempotency_key),
+    )
+    .await
+    .gql()?;
+    Ok(hand_over(s, initiated).await)
+}
+
 /// After the commit: hand the transfer to the settlement queue and publish.
 /// A failed push is not an error for the client: the transfer is accepted
 /// and the recovery sweep will enqueue it.
@@ -384,20 +403,15 @@ impl TransferMutations {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let account_id = parse_id(&input.account_id, "account")?;
-        let i = timed_hold(
+        move_money(
+            s,
+            &v,
             TransferKind::Deposit,
-            ledger::transfers::initiate(
-                &s.db,
-                &v,
-                s.money,
-                MoneyRequest::Deposit { account_id },
-                &input.amount.0,
-                &input.idempotency_key,
-            ),
+            MoneyRequest::Deposit { account_id },
+            &input.amount.0,
+            &input.idempotency_key,
         )
         .await
-        .gql()?;
-        Ok(hand_over(s, i).await)
     }
 
     /// Simulated cash withdrawal; the amount is held at once.
@@ -410,20 +424,15 @@ impl TransferMutations {
         let v = viewer(ctx)?;
         let s = state(ctx);
         let account_id = parse_id(&input.account_id, "account")?;
-        let i = timed_hold(
+        move_money(
+            s,
+            &v,
             TransferKind::Withdrawal,
-            ledger::transfers::initiate(
-                &s.db,
-                &v,
-                s.money,
-                MoneyRequest::Withdraw { account_id },
-                &input.amount.0,
-                &input.idempotency_key,
-            ),
+            MoneyRequest::Withdraw { account_id },
+            &input.amount.0,
+            &input.idempotency_key,
         )
         .await
-        .gql()?;
-        Ok(hand_over(s, i).await)
     }
 
     /// Sends money to another account of the same currency.
@@ -446,20 +455,15 @@ impl TransferMutations {
             to,
             memo: input.memo.clone(),
         };
-        let i = timed_hold(
+        move_money(
+            s,
+            &v,
             TransferKind::Transfer,
-            ledger::transfers::initiate(
-                &s.db,
-                &v,
-                s.money,
-                req,
-                &input.amount.0,
-                &input.idempotency_key,
-            ),
+            req,
+            &input.amount.0,
+            &input.idempotency_key,
         )
         .await
-        .gql()?;
-        Ok(hand_over(s, i).await)
     }
 }
 
